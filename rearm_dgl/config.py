@@ -1,0 +1,444 @@
+"""Typed run configuration.
+
+A run is described by one :class:`RunConfig`: which model, which data, the graph settings,
+the model's own hyperparameters, training and evaluation. Defaults live in the dataclasses.
+The merge order is
+
+    dataclass defaults -> shipped preset for (model, dataset) -> YAML file -> ``--set k=v``
+
+Keys are ``section.field`` (``train.lr``, ``rearm.n_layers``); a bare ``field`` is accepted
+where it names exactly one field. Unknown keys and wrong types raise :class:`ConfigError`.
+
+Each model's hyperparameters are a frozen dataclass that lives next to the model and is
+registered with it (see :mod:`rearm_dgl.models.base`); its YAML section is the model's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from rearm_dgl.errors import ConfigError
+
+NEGATIVE_MODES = ("all_known", "train_only")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset to load.
+
+    Attributes:
+        dataset: ``demo``, a dataset name under ``data_root``, or a directory path.
+        data_root: Folder that holds named datasets (``<data_root>/<name>/``).
+        cache_dir: Where graph caches go. Empty: ``<dataset dir>/_cache`` if writable,
+            else the user cache folder (``$REARM_DGL_CACHE`` or ``~/.cache/rearm-dgl``).
+    """
+
+    dataset: str = "demo"
+    data_root: str = "data"
+    cache_dir: str = ""
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    """Settings that change the relation heterograph (and so its cache key).
+
+    Attributes:
+        user_knn_k: Neighbours per user in the interest kNN and co-occurrence relations.
+        item_knn_k: Neighbours per item in the semantic kNN and co-occurrence relations.
+        co_weight_mode: Co-occurrence row weights: ``softmax`` over kept counts or ``mean``.
+        seed: Seed for the co-occurrence padding and tie order.
+    """
+
+    user_knn_k: int = 40
+    item_knn_k: int = 10
+    co_weight_mode: Literal["softmax", "mean"] = "softmax"
+    seed: int = 2025
+
+    def __post_init__(self):
+        _check(self.user_knn_k >= 1, "graph.user_knn_k", "must be >= 1")
+        _check(self.item_knn_k >= 1, "graph.item_knn_k", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training loop settings (spec section 5).
+
+    Attributes:
+        epochs: Maximum number of epochs.
+        patience: Stop when this many epochs in a row do not improve the stopping metric.
+        batch_size: BPR triples per batch.
+        lr: Learning rate.
+        seed: Seed for initialisation, batches and negatives.
+        negatives: ``all_known`` excludes the user's train, valid and test items (the
+            authors' code); ``train_only`` excludes training items only (MMRec).
+        device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
+        checkpoint_every: Write the resumable checkpoint every this many epochs.
+    """
+
+    epochs: int = 2000
+    patience: int = 20
+    batch_size: int = 2048
+    lr: float = 5e-5
+    seed: int = 2025
+    negatives: Literal["all_known", "train_only"] = "all_known"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint_every: int = 1
+
+    def __post_init__(self):
+        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(self.patience >= 0, "train.patience", "must be >= 0")
+        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation settings.
+
+    Attributes:
+        topk: Cut-offs K for every metric.
+        batch_size: Users scored per evaluation batch.
+        metric: The validation metric that early stopping and tuning select on.
+    """
+
+    topk: tuple[int, ...] = (10, 20)
+    batch_size: int = 8192
+    metric: str = "Recall@20"
+
+    def __post_init__(self):
+        _check(len(self.topk) > 0 and all(k >= 1 for k in self.topk), "eval.topk",
+               "must be a non-empty list of positive integers, e.g. [10, 20]")
+        _check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
+        name, _, k = self.metric.partition("@")
+        _check(name in ("Recall", "NDCG", "Precision", "MAP") and k.isdigit()
+               and int(k) in self.topk, "eval.metric",
+               f"must be one of Recall/NDCG/Precision/MAP @ a K in eval.topk {list(self.topk)}, "
+               f"e.g. Recall@20; got {self.metric!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one training run."""
+
+    model: str
+    data: DataConfig
+    graph: GraphConfig
+    params: Any  # the model's own config dataclass; YAML section named after the model
+    train: TrainConfig
+    eval: EvalConfig
+
+    def sections(self) -> dict[str, Any]:
+        """Section name -> dataclass instance, in YAML order."""
+        return {"data": self.data, "graph": self.graph, self.model: self.params,
+                "train": self.train, "eval": self.eval}
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model}
+        for name, section in self.sections().items():
+            out[name] = {f.name: _plain(getattr(section, f.name)) for f in fields(section)}
+        return out
+
+    def flat(self) -> dict[str, Any]:
+        """``section.field -> value`` for every field (for hparams and tables)."""
+        return {f"{s}.{k}": v for s, d in self.to_dict().items() if isinstance(d, dict)
+                for k, v in d.items()}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        from rearm_dgl.io_utils import atomic_write_text
+
+        atomic_write_text(path, self.to_yaml())
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+# ---------------------------------------------------------------------------------------
+# Building and overriding
+
+
+def _model_config_cls(model: str) -> type:
+    from rearm_dgl.models import registry
+
+    return registry.get(model).config_cls
+
+
+def preset(model: str, dataset: str) -> dict[str, Any]:
+    """The shipped preset for ``model`` on ``dataset`` as a nested dict (may be empty).
+
+    Presets live in ``rearm_dgl/presets/<model>.yaml``: a ``default`` entry, applied to
+    every dataset, then one entry per dataset name (``baby``, ``sports``, ...).
+    """
+    try:
+        text = resources.files("rearm_dgl.presets").joinpath(f"{model}.yaml").read_text()
+    except FileNotFoundError:
+        return {}
+    table = yaml.safe_load(text) or {}
+    name = Path(dataset).name.lower() if dataset else ""
+    merged: dict[str, Any] = {}
+    for key in ("default", name):
+        _deep_update(merged, table.get(key) or {})
+    return merged
+
+
+def _deep_update(dst: dict, src: dict) -> dict:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_update(dst[k], v)
+        else:
+            dst[k] = v
+    return dst
+
+
+def build_config(
+    model: str = "rearm",
+    dataset: str | None = None,
+    file: str | Path | None = None,
+    overrides: typing.Sequence[str] = (),
+    use_preset: bool = True,
+    mapping: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Resolve a :class:`RunConfig`: defaults -> preset -> YAML file -> ``key=value`` list.
+
+    Args:
+        model: Registered model name; a ``model:`` key in the file wins over it.
+        dataset: Dataset name or path; wins over the file's ``data.dataset``.
+        file: Optional YAML file with the layout of ``RunConfig.to_dict()``.
+        overrides: ``section.field=value`` strings (values parsed as YAML).
+        use_preset: Apply the shipped preset for (model, dataset).
+        mapping: A nested dict used instead of ``file`` (same layout).
+
+    Raises:
+        ConfigError: for an unknown model, section or key, or a bad value.
+    """
+    file_dict: dict[str, Any] = dict(mapping or {})
+    origin = "config" if mapping is not None else str(file)
+    if file is not None:
+        path = Path(file)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found; check the --config path")
+        try:
+            file_dict = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax") from None
+        if not isinstance(file_dict, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    model = file_dict.get("model", model)
+    pairs = [_split_override(o) for o in overrides]
+    for key, value in pairs:
+        if key == "model":
+            model = value
+    cls = _model_config_cls(model)
+
+    dataset = dataset or _nested_get(file_dict, "data", "dataset") or "demo"
+    for key, value in pairs:
+        if key in ("data.dataset", "dataset"):
+            dataset = str(value)
+
+    layers: list[tuple[str, dict]] = []
+    if use_preset:
+        layers.append((f"preset {model}/{Path(dataset).name}", preset(model, dataset)))
+    if file_dict:
+        layers.append((origin, file_dict))
+
+    values: dict[str, dict[str, Any]] = {"data": {}, "graph": {}, model: {}, "train": {},
+                                         "eval": {}}
+    classes = {"data": DataConfig, "graph": GraphConfig, model: cls, "train": TrainConfig,
+               "eval": EvalConfig}
+    for origin, layer in layers:
+        for section, body in layer.items():
+            if section == "model":
+                continue
+            if section not in classes:
+                raise ConfigError(
+                    f"{origin}: unknown section {section!r}; expected one of "
+                    f"{sorted(classes)} (the model section is named after the model)")
+            if not isinstance(body, dict):
+                raise ConfigError(f"{origin}: section {section!r} must be a mapping")
+            for key, value in body.items():
+                values[section][key] = _coerce(classes[section], key, value, f"{section}.{key}")
+    for key, value in pairs:
+        if key == "model":
+            continue
+        section, name = _resolve_key(key, classes)
+        values[section][name] = _coerce(classes[section], name, value, f"{section}.{name}")
+    values["data"]["dataset"] = dataset
+
+    try:
+        return RunConfig(
+            model=model,
+            data=DataConfig(**values["data"]),
+            graph=GraphConfig(**values["graph"]),
+            params=cls(**values[model]),
+            train=TrainConfig(**values["train"]),
+            eval=EvalConfig(**values["eval"]),
+        )
+    except TypeError as exc:  # a dataclass rejected a keyword
+        raise ConfigError(str(exc)) from None
+
+
+def config_from_dict(d: dict[str, Any]) -> RunConfig:
+    """Rebuild a saved config exactly (no preset), e.g. from a checkpoint or config.yaml."""
+    if "model" not in d:
+        raise ConfigError("saved config has no 'model' key; is this a rearm-dgl config?")
+    return build_config(mapping=d, use_preset=False)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Load a saved ``config.yaml`` exactly as written (no preset applied)."""
+    return build_config(file=path, use_preset=False)
+
+
+def with_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """A copy of ``cfg`` with ``{"section.field": value}`` applied and checked."""
+    classes = {name: type(section) for name, section in cfg.sections().items()}
+    changed: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        section, name = _resolve_key(key, classes)
+        changed.setdefault(section, {})[name] = _coerce(classes[section], name, value, key)
+    new_sections = {s: replace(obj, **changed.get(s, {})) for s, obj in cfg.sections().items()}
+    return RunConfig(model=cfg.model, data=new_sections["data"], graph=new_sections["graph"],
+                     params=new_sections[cfg.model], train=new_sections["train"],
+                     eval=new_sections["eval"])
+
+
+def field_names(cfg_or_classes) -> dict[str, type]:
+    """``section.field -> type`` for every field of a config (used to check search spaces)."""
+    sections = cfg_or_classes.sections() if isinstance(cfg_or_classes, RunConfig) else cfg_or_classes
+    out = {}
+    for s, obj in sections.items():
+        hints = typing.get_type_hints(obj if isinstance(obj, type) else type(obj))
+        for f in fields(obj):
+            out[f"{s}.{f.name}"] = hints[f.name]
+    return out
+
+
+def _nested_get(d: dict, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _split_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. --set train.lr=1e-3")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _resolve_key(key: str, classes: dict[str, type]) -> tuple[str, str]:
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section not in classes:
+            raise ConfigError(f"{key}: unknown section {section!r}; expected one of "
+                              f"{sorted(classes)}")
+        if name not in {f.name for f in fields(classes[section])}:
+            raise ConfigError(f"{key}: unknown field; {section} has "
+                              f"{sorted(f.name for f in fields(classes[section]))}")
+        return section, name
+    hits = [s for s, c in classes.items() if key in {f.name for f in fields(c)}]
+    if len(hits) == 1:
+        return hits[0], key
+    if not hits:
+        raise ConfigError(f"{key}: unknown config key; run `rearm-dgl models` to list the "
+                          f"fields, or use section.field")
+    raise ConfigError(f"{key}: ambiguous, it is a field of {hits}; write section.field")
+
+
+def _coerce(cls: type, name: str, value: Any, where: str) -> Any:
+    """Check ``value`` against the type of field ``name`` of ``cls`` and convert it."""
+    known = {f.name: f for f in fields(cls)}
+    if name not in known:
+        raise ConfigError(f"{where}: unknown field; {cls.__name__} has {sorted(known)}")
+    hint = typing.get_type_hints(cls)[name]
+    try:
+        return _coerce_type(hint, value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _coerce_type(hint: Any, value: Any) -> Any:
+    origin = get_origin(hint)
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            raise ValueError(f"must be one of {list(choices)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arm in get_args(hint):
+            if arm is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce_type(arm, value)
+            except (TypeError, ValueError) as exc:
+                errors.append(str(exc))
+        raise ValueError("; ".join(errors))
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        arms = get_args(hint)
+        inner = arms[0] if arms else Any
+        return tuple(_coerce_type(inner, v) for v in value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ValueError(f"must be an integer, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValueError(f"must be a string, got {value!r}")
+        return str(value)
+    if hint is Any:
+        return value
+    if is_dataclass(hint):
+        raise TypeError("nested config sections are not supported")
+    return value
+
+
+__all__ = [
+    "ConfigError", "DataConfig", "EvalConfig", "GraphConfig", "RunConfig", "TrainConfig",
+    "build_config", "config_from_dict", "field", "field_names", "load_config", "preset",
+    "with_overrides", "NEGATIVE_MODES", "DEVICES",
+]

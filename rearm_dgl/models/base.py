@@ -1,0 +1,82 @@
+"""The contract every recommender follows, so one trainer, evaluator and tuner drive all.
+
+A model is an ``nn.Module`` built from typed scalars (its config dataclass), the
+:class:`~rearm_dgl.data.dataset.Interactions` (counts and, where needed, features) and the
+relation heterograph, which is passed in and never changed.
+
+    model = Model.build(params, data, graph, device)
+    out = model.loss(batch)              # LossOut(total, parts={"bpr": ..., ...})
+    users, items = model.embeddings()    # final representations, (U, d'), (I, d')
+    scores = model.score(user_ids, users, items)    # (B, I)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from rearm_dgl.data.dataset import Interactions
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Base class of every model's hyperparameter dataclass."""
+
+
+@dataclass
+class Batch:
+    """B training triples: ``users[b]`` prefers ``pos[b]`` over ``neg[b]``. Long tensors (B,)."""
+
+    users: Tensor
+    pos: Tensor
+    neg: Tensor
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.users.to(device), self.pos.to(device), self.neg.to(device))
+
+
+@dataclass
+class LossOut:
+    """A scalar loss and its named parts (``parts`` values are detached floats-as-tensors)."""
+
+    total: Tensor
+    parts: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Recommender(nn.Module):
+    """Base class. Subclasses set ``name``, ``config_cls`` and ``needs_features``.
+
+    Subclasses implement :meth:`build`, :meth:`embeddings` and :meth:`loss`; the default
+    :meth:`score` is a dot product, which every model here uses.
+    """
+
+    name: ClassVar[str] = ""
+    config_cls: ClassVar[type[ModelConfig]] = ModelConfig
+    needs_features: ClassVar[bool] = False
+    #: Loss part names, in order, that ``loss`` returns (for logging every model alike).
+    loss_parts: ClassVar[tuple[str, ...]] = ("bpr",)
+
+    @classmethod
+    def build(cls, params: ModelConfig, data: Interactions, graph, device: torch.device
+              ) -> Recommender:
+        """Construct the model for ``data`` and its heterograph, on ``device``."""
+        raise NotImplementedError
+
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        """Final user (U, d') and item (I, d') representations for scoring."""
+        raise NotImplementedError
+
+    def loss(self, batch: Batch) -> LossOut:
+        raise NotImplementedError
+
+    def score(self, users: Tensor, user_emb: Tensor, item_emb: Tensor) -> Tensor:
+        """Scores of every item for ``users`` (B,): (B, I)."""
+        return user_emb[users] @ item_emb.T
+
+    def configure_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """The optimiser this model is trained with (Adam by default)."""
+        return torch.optim.Adam(self.parameters(), lr=lr)
