@@ -79,6 +79,22 @@ class Interactions:
         """(I,) training users per item."""
         return np.bincount(self.train[1], minlength=self.n_items).astype(np.int64)
 
+    @property
+    def cold_users(self) -> np.ndarray:
+        """Ids of users with no training row (they only occur in valid/test, if at all)."""
+        return np.flatnonzero(self.user_degree == 0)
+
+    @property
+    def cold_items(self) -> np.ndarray:
+        """Ids of items with no training row."""
+        return np.flatnonzero(self.item_degree == 0)
+
+    @property
+    def density(self) -> float:
+        """Fraction of the U x I matrix filled by train + valid + test pairs."""
+        total = self.train.shape[1] + self.valid.shape[1] + self.test.shape[1]
+        return total / max(1, self.n_users * self.n_items)
+
     def summary(self) -> dict[str, object]:
         return {
             "name": self.name, "source": self.source, "users": self.n_users,
