@@ -57,6 +57,8 @@ class Recommender(nn.Module):
     name: ClassVar[str] = ""
     config_cls: ClassVar[type[ModelConfig]] = ModelConfig
     needs_features: ClassVar[bool] = False
+    #: False: the model ignores the heterograph, so the trainer does not build it.
+    needs_graph: ClassVar[bool] = True
     #: Loss part names, in order, that ``loss`` returns (for logging every model alike).
     loss_parts: ClassVar[tuple[str, ...]] = ("bpr",)
 

@@ -1,0 +1,279 @@
+"""The run directory and what is written into it.
+
+Every training run owns one folder, ``<runs_dir>/<dataset>/<model>/<YYYYmmdd-HHMMSS>-s<seed>/``:
+
+| file | content |
+|---|---|
+| ``config.yaml`` | the resolved :class:`~rearm_dgl.config.RunConfig` |
+| ``env.json`` | versions, device, git commit, host, CPU count, features note |
+| ``metrics.jsonl`` | one JSON line per epoch: loss parts, valid metrics, seconds, lr |
+| ``results.json`` | best epoch, valid and test metrics, stop reason, wall time, fingerprints |
+| ``per_user_test.npz`` | per-user test metrics, aligned with ``users`` |
+| ``checkpoint_best.pt`` / ``checkpoint_last.pt`` | written by :mod:`rearm_dgl.train` |
+| ``events.out.tfevents.*`` | TensorBoard scalars and hparams |
+
+Everything a later run reads is written atomically; ``metrics.jsonl`` is appended one line
+per epoch and rewritten (atomically) when a run resumes from an earlier epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rearm_dgl.config import RunConfig
+from rearm_dgl.io_utils import atomic_write_json, atomic_write_text, hash_parts
+
+CONFIG_FILE = "config.yaml"
+ENV_FILE = "env.json"
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+PER_USER_TEST_FILE = "per_user_test.npz"
+CHECKPOINT_BEST = "checkpoint_best.pt"
+CHECKPOINT_LAST = "checkpoint_last.pt"
+
+#: Config keys that do not change what a run computes, so runs differing only there share
+#: a fingerprint (seeds of one setting are grouped by it).
+FINGERPRINT_EXCLUDED = ("train.seed", "train.device", "data.cache_dir", "data.data_root")
+
+
+def config_fingerprint(cfg: RunConfig | Mapping[str, Any]) -> str:
+    """Hash of a config without ``train.seed``, ``train.device`` and the data/cache folders.
+
+    Args:
+        cfg: A :class:`RunConfig` or its ``to_dict()`` form.
+
+    Returns:
+        A 32-character hex digest; equal for runs that differ only by the excluded keys.
+    """
+    d = cfg.to_dict() if isinstance(cfg, RunConfig) else cfg
+    kept = {}
+    for section, body in d.items():
+        if isinstance(body, Mapping):
+            body = {k: v for k, v in body.items() if f"{section}.{k}" not in FINGERPRINT_EXCLUDED}
+        kept[section] = body
+    return hash_parts([kept])
+
+
+def dataset_label(dataset: str) -> str:
+    """The folder name a dataset gets under the runs directory (``demo``, ``baby``, ...)."""
+    name = Path(dataset.rstrip("/\\")).name or "dataset"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def new_run_dir(runs_dir: str | Path, dataset: str, model: str, seed: int) -> Path:
+    """Create and return a fresh ``<runs_dir>/<dataset>/<model>/<timestamp>-s<seed>/``.
+
+    Two runs started in the same second (or in parallel processes) get distinct folders: the
+    folder is claimed with an exclusive ``mkdir`` and a ``-2``, ``-3``, ... suffix is added
+    when the name is taken.
+    """
+    parent = Path(runs_dir) / dataset_label(dataset) / model
+    parent.mkdir(parents=True, exist_ok=True)
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-s{seed}"
+    for n in range(1, 10_000):
+        path = parent / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a run folder under {parent}")
+
+
+def write_config(run_dir: str | Path, cfg: RunConfig) -> None:
+    cfg.save(Path(run_dir) / CONFIG_FILE)
+
+
+def environment(device: torch.device | str, features_note: str = "") -> dict[str, Any]:
+    """Versions, device, git commit, host and CPU count of this process."""
+    device = torch.device(device)
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "dgl": _version("dgl"),
+        "numpy": np.__version__,
+        "rearm_dgl": _version("rearm-dgl"),
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                        else platform.processor() or platform.machine()),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "host": socket.gethostname(),
+        "git_commit": None,
+        "git_dirty": None,
+        "cwd": str(Path.cwd()),
+        "argv": list(sys.argv),
+        "features_note": features_note,
+    }
+    env.update(_git_state(Path.cwd()))
+    return env
+
+
+def write_env(run_dir: str | Path, device: torch.device | str, features_note: str = "",
+              resumed_at_epoch: int | None = None) -> None:
+    """Write ``env.json``; a resumed run rewrites it with the epoch it resumed from."""
+    env = environment(device, features_note)
+    if resumed_at_epoch is not None:
+        env["resumed_at_epoch"] = resumed_at_epoch
+    atomic_write_json(Path(run_dir) / ENV_FILE, env)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_state(cwd: Path) -> dict[str, Any]:
+    """``git_commit`` and ``git_dirty`` if ``cwd`` is inside a git checkout, else {}."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                                 timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
+def write_results(run_dir: str | Path, results: Mapping[str, Any]) -> None:
+    atomic_write_json(Path(run_dir) / RESULTS_FILE, dict(results))
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def write_per_user_test(run_dir: str | Path, result) -> None:
+    """Save an :class:`~rearm_dgl.evaluation.EvalResult`'s per-user test metrics."""
+    from rearm_dgl.evaluation import save_per_user
+
+    save_per_user(Path(run_dir) / PER_USER_TEST_FILE, result)
+
+
+# ---------------------------------------------------------------------------------------
+# metrics.jsonl
+
+
+def append_metrics(run_dir: str | Path, record: Mapping[str, Any]) -> None:
+    """Append one epoch's record as a JSON line (flushed and synced)."""
+    with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(dict(record), default=_json_default) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every complete record of ``metrics.jsonl`` (a torn last line is skipped)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def truncate_metrics(run_dir: str | Path, last_epoch: int) -> None:
+    """Keep the records of epochs ``<= last_epoch`` only (used when a run resumes)."""
+    kept = [r for r in read_metrics(run_dir) if int(r.get("epoch", 0)) <= last_epoch]
+    atomic_write_text(Path(run_dir) / METRICS_FILE,
+                      "".join(json.dumps(r, default=_json_default) + "\n" for r in kept))
+
+
+def _json_default(obj: Any):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, torch.Tensor):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# ---------------------------------------------------------------------------------------
+# TensorBoard
+
+
+class TensorBoardTracker:
+    """Scalars and hparams for one run, written into the run directory itself.
+
+    Args:
+        run_dir: The run folder; event files go straight into it.
+        purge_step: On resume, the first epoch that will be re-run: TensorBoard then discards
+            the earlier file's events from that step on, so curves have no duplicates.
+    """
+
+    def __init__(self, run_dir: str | Path, purge_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = Path(run_dir)
+        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
+
+    def log_epoch(self, epoch: int, loss: Mapping[str, float], valid: Mapping[str, float],
+                  seconds: float, lr: float) -> None:
+        """``loss/<part>``, ``valid/<metric>``, ``time/epoch_s`` and ``lr`` at step ``epoch``."""
+        for part, value in loss.items():
+            self.writer.add_scalar(f"loss/{part}", value, epoch)
+        for name, value in valid.items():
+            self.writer.add_scalar(f"valid/{name}", value, epoch)
+        self.writer.add_scalar("time/epoch_s", seconds, epoch)
+        self.writer.add_scalar("lr", lr, epoch)
+        self.writer.flush()
+
+    def log_hparams(self, cfg: RunConfig, best_valid: Mapping[str, float],
+                    test: Mapping[str, float], metric: str) -> None:
+        """The flat config with the best validation metrics and the test metrics.
+
+        Every metric is written as ``hparam/best_valid_<metric>`` and ``hparam/test_<metric>``;
+        ``hparam/best_valid_<eval.metric>`` (Recall@20 by default) is always present.
+        """
+        hparams = {k: _hparam_value(v) for k, v in cfg.flat().items()}
+        hparams["model"] = cfg.model
+        values = {f"hparam/best_valid_{metric}": float(best_valid.get(metric, float("nan")))}
+        values.update({f"hparam/best_valid_{k}": float(v) for k, v in best_valid.items()})
+        values.update({f"hparam/test_{k}": float(v) for k, v in test.items()})
+        self.writer.add_hparams(hparams, values, run_name=".")
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _hparam_value(value: Any) -> Any:
+    """TensorBoard hparams take bool/int/float/str only."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+__all__ = [
+    "CHECKPOINT_BEST", "CHECKPOINT_LAST", "CONFIG_FILE", "ENV_FILE", "METRICS_FILE",
+    "PER_USER_TEST_FILE", "RESULTS_FILE", "FINGERPRINT_EXCLUDED", "TensorBoardTracker",
+    "append_metrics", "config_fingerprint", "dataset_label", "environment", "new_run_dir",
+    "read_json", "read_metrics", "truncate_metrics", "write_config", "write_env",
+    "write_per_user_test", "write_results",
+]
