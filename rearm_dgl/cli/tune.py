@@ -1,0 +1,65 @@
+"""``rearm-dgl tune``: hyperparameter studies with Optuna (see :mod:`rearm_dgl.tuning`)."""
+
+from __future__ import annotations
+
+import click
+
+from rearm_dgl.tuning import PRUNERS
+
+
+@click.command()
+@click.option("--dataset", "-d", default=None, metavar="NAME|PATH",
+              help="Dataset to tune on (default: the study's, else demo); its paper preset "
+                   "is trial 0.")
+@click.option("--model", "-m", default=None, metavar="NAME",
+              help="Model to tune (default: the study's, else rearm).")
+@click.option("--trials", type=int, default=100, show_default=True,
+              help="Completed plus pruned trials the study should have, over all workers.")
+@click.option("--study", "study", default=None, metavar="NAME",
+              help="Study name and folder under --studies-dir (default: <model>-<dataset>). "
+                   "Running the same command again resumes it.")
+@click.option("--storage", default=None, metavar="URL",
+              help="SQLAlchemy URL shared by workers on several machines, e.g. "
+                   "postgresql://user:pass@host:5432/db (default: the journal file "
+                   "<studies-dir>/<study>/journal.log).")
+@click.option("--space", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Search-space YAML (default: the study's, else <studies-dir>/<model>.yaml).")
+@click.option("--timeout", type=float, default=None, metavar="SECONDS",
+              help="Start no new trial after this many seconds.")
+@click.option("--seed", type=int, default=2025, show_default=True,
+              help="Seed of the TPE sampler (worker k uses seed + k).")
+@click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True,
+              help="Stop unpromising trials early from their per-epoch validation metric.")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="Local worker processes sharing the storage.")
+@click.option("--summary", is_flag=True,
+              help="Only write the outputs of an existing study (trials.csv, best.yaml, plots, "
+                   "TensorBoard) and print its best trial.")
+@click.option("--studies-dir", default="studies", show_default=True,
+              type=click.Path(file_okay=False), help="Parent folder of study folders.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Fix a config value for every trial, e.g. --set train.epochs=50 "
+                   "(repeatable; a fixed key is left out of the search).")
+def tune(dataset, model, trials, study, storage, space, timeout, seed, pruner, jobs, summary,
+         studies_dir, overrides) -> None:
+    """Tune a model's hyperparameters with Optuna (TPE sampler, pruning on validation).
+
+    Trial 0 is the paper's preset for the dataset. Each trial is a run folder under
+    <studies-dir>/<study>/trials/. At the end the study writes trials.csv, best.yaml (train
+    it with `rearm-dgl train --config`), plots/*.png and a TensorBoard hparams view.
+    """
+    from rearm_dgl import tuning
+
+    if summary:
+        if study is None:
+            raise click.UsageError("--summary needs --study NAME")
+        result = tuning.summarize(study, storage=storage, studies_dir=studies_dir)
+    else:
+        result = tuning.run_study(
+            study, model=model, dataset=dataset, space=space, overrides=overrides,
+            trials=trials, timeout=timeout, seed=seed, pruner=pruner, jobs=jobs,
+            storage=storage, studies_dir=studies_dir, echo=click.echo)
+    click.echo(result.describe())
+
+
+__all__ = ["tune"]
