@@ -5,9 +5,37 @@ Paper: https://arxiv.org/abs/2508.13745. Spec: ``shared/spec/rearm.md`` sections
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
-from rearm_dgl.models.base import ModelConfig
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rearm_dgl.errors import ConfigError, DataError
+from rearm_dgl.graphs.knn import user_interest_features
+from rearm_dgl.graphs.propagate import Propagation
+from rearm_dgl.graphs.schema import (
+    INTERACTED_BY,
+    INTERACTS,
+    ITEM,
+    ITEM_CO,
+    ITEM_SEMANTIC_IMAGE,
+    ITEM_SEMANTIC_TEXT,
+    USER,
+    USER_CO,
+    USER_INTEREST_IMAGE,
+    USER_INTEREST_TEXT,
+)
+from rearm_dgl.models import registry
+from rearm_dgl.models.attention import TokenAttention
+from rearm_dgl.models.base import Batch, LossOut, ModelConfig, Recommender
+
+if TYPE_CHECKING:
+    from rearm_dgl.data.dataset import Interactions
 
 
 @dataclass(frozen=True)
@@ -33,17 +61,24 @@ class REARMConfig(ModelConfig):
         cl_loss_weight: Weight of the contrastive loss.
         diff_loss_weight: Weight of the orthogonal constraint.
         reg_weight: AdamW weight decay on all parameters.
-        train_meta: Let ``meta_u``/``meta_i`` receive gradients. The authors' code detaches
-            them, so they keep their initial weights; False reproduces that.
-        use_share: Ablation: keep the meta-network share branch.
-        use_orth: Ablation: keep the orthogonal constraint.
-        use_cl: Ablation: keep the contrastive loss.
-        use_user_co: Ablation: keep user co-occurrence in G_u.
-        use_item_co: Ablation: keep item co-occurrence in G_i.
-        use_user_interest: Ablation: keep the user interest kNN graph in G_u.
-        use_item_semantic: Ablation: keep the item semantic kNN graph in G_i.
-        use_homography: Ablation: run the G_u / G_i propagation at all.
-        use_attention: Ablation: keep the four attention blocks.
+        train_meta: Let ``meta_u``/``meta_i`` train. False (the authors' code) computes
+            ``z = meta(F)`` detached, so they never get a gradient and keep their initial
+            weights; True leaves ``z`` attached, so gradients reach ``meta_*`` and, through
+            them, ``F``.
+        use_share: Ablation switch (spec section 7); False removes the meta-network share
+            branch: the third block of the representation becomes ``H`` instead of
+            ``PReLU(share) + H`` (the width stays 3d), and the meta network is unused.
+        use_orth: False drops the orthogonal constraint (its loss part is 0).
+        use_cl: False drops the contrastive loss (its loss part is 0).
+        use_user_co: False removes user co-occurrence: ``G_u = S_u``.
+        use_item_co: False removes item co-occurrence: ``G_i = S_i``.
+        use_user_interest: False removes the user interest kNN graph: ``G_u = C_u``.
+        use_item_semantic: False removes the item semantic kNN graph: ``G_i = C_i``.
+        use_homography: False skips the propagation over ``G_u`` and ``G_i``; the rows of
+            ``[E | v | t]`` are still L2-normalised, so everything downstream sees inputs of
+            the same scale as in the full model.
+        use_attention: False skips the four attention blocks (spec 3.4-3.5): ``t2v = iv`` and
+            ``v2t = it``, straight from the homography; users still get their PReLU.
     """
 
     embedding_size: int = 64
@@ -71,3 +106,316 @@ class REARMConfig(ModelConfig):
     use_item_semantic: bool = True
     use_homography: bool = True
     use_attention: bool = True
+
+    def __post_init__(self):
+        _check(self.embedding_size >= 1, "embedding_size", "must be >= 1")
+        for key in ("n_layers", "n_uu_layers", "n_ii_layers"):
+            _check(getattr(self, key) >= 0, key, "must be >= 0")
+        _check(self.rank >= 1, "rank", "must be >= 1")
+        for key in ("s_drop", "m_drop", "u_mm_image_weight", "i_mm_image_weight",
+                    "uu_co_weight", "ii_co_weight"):
+            _check(0.0 <= getattr(self, key) <= 1.0, key, "must be in [0, 1]")
+        _check(self.cl_tmp > 0, "cl_tmp", "must be > 0")
+        for key in ("cl_loss_weight", "diff_loss_weight", "reg_weight"):
+            _check(getattr(self, key) >= 0, key, "must be >= 0")
+        _check(self.use_user_co or self.use_user_interest, "use_user_interest",
+               "G_u needs co-occurrence or the interest graph; to drop both set "
+               "rearm.use_homography=false instead")
+        _check(self.use_item_co or self.use_item_semantic, "use_item_semantic",
+               "G_i needs co-occurrence or the semantic graph; to drop both set "
+               "rearm.use_homography=false instead")
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"rearm.{key}: {message}")
+
+
+def _info_nce(a: Tensor, b: Tensor, tau: float) -> Tensor:
+    """One-direction InfoNCE, view ``a`` the anchor: (n, d), (n, d) -> scalar.
+
+    ``-mean_n log(exp(cos(a_n, b_n)/tau) / sum_m exp(cos(a_n, b_m)/tau))``; the denominator
+    includes the positive.
+    """
+    logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / tau  # (n, n)
+    return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
+
+
+def _orthogonal(x: Tensor, y: Tensor) -> Tensor:
+    """``mean((x^T y)^2)`` of the batch-centred rows, each divided by its detached norm + 1e-6."""
+    x = x - x.mean(dim=0, keepdim=True)
+    y = y - y.mean(dim=0, keepdim=True)
+    x = x / (x.norm(dim=1, keepdim=True).detach() + 1e-6)
+    y = y / (y.norm(dim=1, keepdim=True).detach() + 1e-6)
+    return (x.T @ y).pow(2).mean()
+
+
+class _LowRankMLP(nn.Module):
+    """Linear(d -> d*r) -> PReLU (its own) -> Linear(d*r -> d*r) -> L2 normalise."""
+
+    def __init__(self, d: int, rank: int):
+        super().__init__()
+        self.inner = nn.Linear(d, d * rank)
+        self.act = nn.PReLU()
+        self.outer = nn.Linear(d * rank, d * rank)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return F.normalize(self.outer(self.act(self.inner(z))), dim=-1)
+
+
+@dataclass
+class _Forward:
+    """One full-graph forward pass: per node type, F (n, 2d), H (n, d), representation (n, 3d)."""
+
+    feat: dict[str, Tensor]
+    ids: dict[str, Tensor]
+    rep: dict[str, Tensor]
+
+
+@registry.register
+class REARM(Recommender):
+    """REARM over the relation heterograph (spec sections 2-4).
+
+    Per forward pass (the whole graph, once per training batch):
+
+    1. Project the trainable feature tables to d: item ``iv, it``, user ``uv, ut``.
+    2. Homography: ``[E_i | iv | it] <- G_i^L [E_i | iv | it]`` (last layer), row-wise L2
+       normalised over 3d, and likewise for users with ``G_u``. ``G_i = c_i C_i + (1 - c_i)
+       (a S_i^image + (1 - a) S_i^text)``; ``G_u`` alike with ``c_u`` and ``b``.
+    3. Item attention over the d dims of each item: self-attention per modality, then
+       cross-attention, each as ``PReLU(LN(x + MHA(q, k, v)))``; users get ``PReLU``.
+    4. Heterography (LightGCN, mean of layers 0..L) of ``F = [uv | ut ; t2v | v2t]`` and of
+       ``H = [e_u ; e_i]``.
+    5. Meta network: ``share = (H W1) W2`` with per-node ``W1`` (d x r) and ``W2`` (r x d)
+       generated from ``F``.
+    6. Representation ``[PReLU(F_v) + H | PReLU(F_t) + H | PReLU(share) + H]`` (3d); the score
+       is the dot product.
+
+    Loss: BPR + ``cl_loss_weight`` InfoNCE between the two views of ``F`` + ``diff_loss_weight``
+    orthogonal constraint; L2 comes from AdamW's weight decay on every parameter.
+
+    Args:
+        graph: The relation heterograph (read at construction, never changed).
+        item_image: (I, F_v) item image features, the initial image table.
+        item_text: (I, F_t) item text features, the initial text table.
+        user_image: (U, F_v) user image interests ``P_v``, the initial user image table.
+        user_text: (U, F_t) user text interests ``P_t``.
+        params: The hyperparameters and ablation switches.
+        backend: Propagation backend (``"sparse"``: torch.sparse on every device; it is also
+            the faster one on the CPU for these relations).
+    """
+
+    name: ClassVar[str] = "rearm"
+    config_cls: ClassVar[type[ModelConfig]] = REARMConfig
+    needs_features: ClassVar[bool] = True
+    loss_parts: ClassVar[tuple[str, ...]] = ("bpr", "cl", "orth")
+
+    def __init__(self, graph, item_image: Tensor, item_text: Tensor, user_image: Tensor,
+                 user_text: Tensor, params: REARMConfig | None = None, backend: str = "sparse"):
+        super().__init__()
+        p = params if params is not None else REARMConfig()
+        self.params = p
+        self.n_users, self.n_items = user_image.shape[0], item_image.shape[0]
+        d = p.embedding_size
+        self.d = d
+        #: Optional ``{section: seconds}`` that the forward pass adds its timings to (for
+        #: profiling), measured with ``section_clock``.
+        self.section_times: dict[str, float] | None = None
+        self.section_clock = time.perf_counter
+
+        self.user_prop = self.item_prop = None
+        if p.use_homography:
+            self.user_prop = Propagation(graph, _homograph(
+                USER_CO, USER_INTEREST_IMAGE, USER_INTEREST_TEXT, p.uu_co_weight,
+                p.u_mm_image_weight, p.use_user_co, p.use_user_interest), backend=backend)
+            self.item_prop = Propagation(graph, _homograph(
+                ITEM_CO, ITEM_SEMANTIC_IMAGE, ITEM_SEMANTIC_TEXT, p.ii_co_weight,
+                p.i_mm_image_weight, p.use_item_co, p.use_item_semantic), backend=backend)
+        self.inter_prop = Propagation(graph, [(INTERACTS, 1.0), (INTERACTED_BY, 1.0)],
+                                      backend=backend)
+
+        self.user_id = nn.Parameter(torch.empty(self.n_users, d).normal_(0.0, 0.1))
+        self.item_id = nn.Parameter(torch.empty(self.n_items, d).normal_(0.0, 0.1))
+        # The raw feature tables are trained too (the authors' code fine-tunes them).
+        self.item_image = nn.Parameter(item_image.detach().clone().float())
+        self.item_text = nn.Parameter(item_text.detach().clone().float())
+        self.user_image = nn.Parameter(user_image.detach().clone().float())
+        self.user_text = nn.Parameter(user_text.detach().clone().float())
+        self.proj_item_image = _xavier_linear(item_image.shape[1], d)
+        self.proj_item_text = _xavier_linear(item_text.shape[1], d)
+        self.proj_user_image = _xavier_linear(user_image.shape[1], d)
+        self.proj_user_text = _xavier_linear(user_text.shape[1], d)
+
+        self.self_attn_image = TokenAttention(p.s_drop)
+        self.self_attn_text = TokenAttention(p.s_drop)
+        self.mutual_attn_t2v = TokenAttention(p.m_drop)
+        self.mutual_attn_v2t = TokenAttention(p.m_drop)
+        self.norm = nn.LayerNorm(d)  # shared by all four attention blocks
+        self.act = nn.PReLU()        # shared by every PReLU outside the meta MLPs
+
+        self.meta_u = nn.Linear(2 * d, d)
+        self.meta_i = nn.Linear(2 * d, d)
+        self.mlp_u1 = _LowRankMLP(d, p.rank)
+        self.mlp_u2 = _LowRankMLP(d, p.rank)
+        self.mlp_i1 = _LowRankMLP(d, p.rank)
+        self.mlp_i2 = _LowRankMLP(d, p.rank)
+
+    @classmethod
+    def build(cls, params: REARMConfig, data: Interactions, graph, device: torch.device
+              ) -> REARM:
+        if not data.has_features:
+            raise DataError(data.source, "REARM needs image and text features, found none",
+                            "add image_feat.npy (I x F_v) and text_feat.npy (I x F_t) to the "
+                            "dataset folder, or pick an ID-only model such as mf")
+        image = np.asarray(data.image_feat, dtype=np.float32)
+        text = np.asarray(data.text_feat, dtype=np.float32)
+        model = cls(
+            graph,
+            item_image=torch.from_numpy(image),
+            item_text=torch.from_numpy(text),
+            user_image=torch.from_numpy(user_interest_features(data.train_csr, image)),
+            user_text=torch.from_numpy(user_interest_features(data.train_csr, text)),
+            params=params,
+        )
+        return model.to(device)
+
+    # -- forward pieces ----------------------------------------------------------------------
+
+    @contextmanager
+    def _section(self, name: str):
+        if self.section_times is None:
+            yield
+            return
+        start = self.section_clock()
+        yield
+        self.section_times[name] = self.section_times.get(name, 0.0) + (
+            self.section_clock() - start)
+
+    def _homography(self, prop: Propagation | None, parts: list[Tensor], layers: int, ntype: str
+                    ) -> list[Tensor]:
+        """``[x_1 | x_2 | x_3] <- G^L [...]`` (last layer), L2-normalised over all columns."""
+        x = torch.cat(parts, dim=1)  # (n, 3d)
+        if prop is not None:
+            x = prop({ntype: x}, layers, "last")[ntype]
+        return list(F.normalize(x, dim=1).split(self.d, dim=1))
+
+    def _block(self, attn: TokenAttention, q: Tensor, kv: Tensor) -> Tensor:
+        """``PReLU(LN(kv + MHA(q, kv, kv)))`` over the d dims of each node: (n, d)."""
+        return self.act(self.norm(kv + attn(q, kv, kv)))
+
+    def _share(self, meta: nn.Linear, mlp1: _LowRankMLP, mlp2: _LowRankMLP, feat: Tensor,
+               ids: Tensor) -> Tensor:
+        """``(H W1) W2`` with per-node ``W1`` (d, r), ``W2`` (r, d) made from ``F``: (n, d)."""
+        n, d, r = ids.shape[0], self.d, self.params.rank
+        if self.params.train_meta:
+            z = meta(feat)
+        else:
+            with torch.no_grad():  # the authors' code detaches it: meta never trains
+                z = meta(feat)
+        w1 = mlp1(z).view(n, d, r)
+        w2 = mlp2(z).view(n, r, d)
+        w1 = torch.softmax(w1 + w1.mean(dim=0), dim=1)  # over d
+        w2 = torch.softmax(w2 + w2.mean(dim=0), dim=1)  # over r
+        return torch.bmm(torch.bmm(ids[:, None, :], w1), w2)[:, 0]  # (n, d)
+
+    def _forward(self) -> _Forward:
+        p, d = self.params, self.d
+        with self._section("projections"):
+            iv = self.proj_item_image(self.item_image)  # (I, d)
+            it = self.proj_item_text(self.item_text)
+            uv = self.proj_user_image(self.user_image)  # (U, d)
+            ut = self.proj_user_text(self.user_text)
+        with self._section("homography"):
+            e_i, iv, it = self._homography(self.item_prop, [self.item_id, iv, it],
+                                           p.n_ii_layers, ITEM)
+            e_u, uv, ut = self._homography(self.user_prop, [self.user_id, uv, ut],
+                                           p.n_uu_layers, USER)
+        with self._section("attention"):
+            if p.use_attention:
+                iv = self._block(self.self_attn_image, iv, iv)
+                it = self._block(self.self_attn_text, it, it)
+                t2v = self._block(self.mutual_attn_t2v, it, iv)
+                v2t = self._block(self.mutual_attn_v2t, iv, it)
+            else:
+                t2v, v2t = iv, it
+            uv, ut = self.act(uv), self.act(ut)
+        with self._section("heterography"):
+            # F and H propagate over the same operator: one pass over 3d columns.
+            out = self.inter_prop({USER: torch.cat([uv, ut, e_u], dim=1),
+                                   ITEM: torch.cat([t2v, v2t, e_i], dim=1)},
+                                  p.n_layers, "mean")
+            feat = {nt: x[:, :2 * d] for nt, x in out.items()}  # F (n, 2d)
+            ids = {nt: x[:, 2 * d:] for nt, x in out.items()}   # H (n, d)
+        with self._section("meta"):
+            rep = {}
+            for nt, meta, mlp1, mlp2 in ((USER, self.meta_u, self.mlp_u1, self.mlp_u2),
+                                         (ITEM, self.meta_i, self.mlp_i1, self.mlp_i2)):
+                h = ids[nt]
+                third = self.act(self._share(meta, mlp1, mlp2, feat[nt], h)) + h if p.use_share \
+                    else h
+                rep[nt] = torch.cat([self.act(feat[nt][:, :d]) + h,
+                                     self.act(feat[nt][:, d:]) + h, third], dim=1)  # (n, 3d)
+        return _Forward(feat, ids, rep)
+
+    # -- contract ----------------------------------------------------------------------------
+
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        """Users (U, 3d) and items (I, 3d); call in eval mode for the full attention."""
+        out = self._forward()
+        return out.rep[USER], out.rep[ITEM]
+
+    def loss(self, batch: Batch) -> LossOut:
+        p, d = self.params, self.d
+        out = self._forward()
+        with self._section("losses"):
+            u = out.rep[USER][batch.users]  # (B, 3d)
+            pos = (u * out.rep[ITEM][batch.pos]).sum(dim=1)
+            neg = (u * out.rep[ITEM][batch.neg]).sum(dim=1)
+            bpr = -F.logsigmoid(pos - neg).mean()
+            fu, fi = out.feat[USER], out.feat[ITEM]
+            zero = bpr.new_zeros(())
+            cl = orth = zero
+            if p.use_cl:
+                users = torch.unique(batch.users)
+                items = torch.unique(torch.cat([batch.pos, batch.neg]))
+                cl = p.cl_loss_weight * (
+                    _info_nce(fi[items, :d], fi[items, d:], p.cl_tmp)
+                    + _info_nce(fu[users, :d], fu[users, d:], p.cl_tmp))
+            if p.use_orth:
+                xu, xi = fu[batch.users], fi[batch.pos]  # users with repeats, positive items
+                orth = p.diff_loss_weight * (_orthogonal(xu[:, :d], xu[:, d:])
+                                             + _orthogonal(xi[:, :d], xi[:, d:]))
+            total = bpr + cl + orth
+        return LossOut(total, {"bpr": bpr.detach(), "cl": cl.detach(), "orth": orth.detach()})
+
+    def configure_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """AdamW, ``weight_decay = reg_weight`` on every parameter; the fused kernel if possible.
+
+        The fused kernel computes the same update about 9x faster over REARM's ~10^8 feature
+        table parameters.
+        """
+        params = list(self.parameters())
+        try:
+            return torch.optim.AdamW(params, lr=lr, weight_decay=self.params.reg_weight,
+                                     fused=True)
+        except (RuntimeError, TypeError, ValueError):  # device or torch without fused AdamW
+            return torch.optim.AdamW(params, lr=lr, weight_decay=self.params.reg_weight)
+
+
+def _xavier_linear(n_in: int, n_out: int) -> nn.Linear:
+    layer = nn.Linear(n_in, n_out)
+    nn.init.xavier_normal_(layer.weight)
+    return layer
+
+
+def _homograph(co, image, text, co_weight: float, image_weight: float, use_co: bool,
+               use_modal: bool) -> list[tuple[tuple[str, str, str], float]]:
+    """Relations and scales of ``G = c C + (1 - c)(w S^image + (1 - w) S^text)``.
+
+    Without co-occurrence ``G = S``; without the modality graph ``G = C``.
+    """
+    if use_co and use_modal:
+        c = co_weight
+    else:
+        c = 1.0 if use_co else 0.0
+    return [(co, c), (image, (1.0 - c) * image_weight), (text, (1.0 - c) * (1.0 - image_weight))]

@@ -1,0 +1,211 @@
+"""Time one REARM training epoch and one full validation evaluation at real scale.
+
+Uses the real Amazon split (``../shared/data/amazon/<name>``), the paper's preset for it, and
+seeded stand-in features of the real shapes (I x 4096 image, I x 384 text) made by
+``benchmarks/standin_features.py``. Prints seconds per epoch, seconds per evaluation, peak
+RSS, and where a batch's time goes (mean over the epoch's batches):
+
+    projections  the four feature projections to d
+    homography   G_u / G_i propagation and the row normalisation
+    attention    the four item attention blocks and the user PReLU
+    heterography LightGCN propagation of F and H over the interactions
+    meta         the meta-network share branch and the 3d representation
+    losses       BPR, InfoNCE and the orthogonal constraint
+    backward     loss.backward()
+    optimiser    AdamW step (and zero_grad)
+
+The relation graph is built (or read from the cache) in a child process first, so the peak
+RSS reported is that of training and evaluation, not of the one-off graph build.
+
+    python benchmarks/train_epoch.py                      # Baby, one full epoch
+    python benchmarks/train_epoch.py --batches 5          # a quick look
+    python benchmarks/train_epoch.py --threads 1 --clock cpu   # steadier on a busy machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from rearm_dgl.config import build_config
+from rearm_dgl.data import load_dataset
+from rearm_dgl.evaluation.protocol import evaluate, model_scorer
+from rearm_dgl.graphs import load_or_build_graph
+from rearm_dgl.models import registry
+from rearm_dgl.sampling import BPRSampler
+
+ROOT = Path(__file__).resolve().parent.parent
+PIECES = ("projections", "homography", "attention", "heterography", "meta", "losses",
+          "backward", "optimiser")
+TARGETS = {"epoch_s": 60.0, "eval_s": 5.0, "rss_gb": 3.0}
+
+
+def _peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def _dataset_dir(name: str, out_root: Path, source_root: str) -> Path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from standin_features import prepare
+
+    return prepare(name, out_root, source_root=source_root)
+
+
+def _prepare_graph(path: Path, name: str) -> None:
+    cfg = build_config("rearm", str(path))
+    t0 = time.perf_counter()
+    load_or_build_graph(load_dataset(cfg.data), cfg.graph)
+    print(f"graph ready ({name}, k_u={cfg.graph.user_knn_k}, k_i={cfg.graph.item_knn_k}) "
+          f"in {time.perf_counter() - t0:.1f} s")
+
+
+def _rss_now_gb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+
+def run(name: str, out_root: Path, source_root: str, max_batches: int | None,
+        clock_name: str = "wall") -> dict:
+    """One epoch (or ``max_batches`` of it) and one validation evaluation; returns figures.
+
+    ``clock_name="cpu"`` times with this process's CPU time instead of wall time: with one
+    thread that is close to the wall time the same work takes on an idle core, so it is the
+    steadier figure on a machine that other jobs share.
+    """
+    clock = time.process_time if clock_name == "cpu" else time.perf_counter
+    path = _dataset_dir(name, out_root, source_root)
+    # Graph build (or cache read) in a child process: its memory peak is not training's.
+    subprocess.run([sys.executable, __file__, "--graph-only", str(path), "--dataset", name],
+                   check=True)
+
+    cfg = build_config("rearm", str(path))
+    data = load_dataset(cfg.data)
+    graph = load_or_build_graph(data, cfg.graph)
+    torch.manual_seed(cfg.train.seed)
+    device = torch.device("cpu")
+    model = registry.get("rearm").build(cfg.params, data, graph, device)
+    opt = model.configure_optimizer(cfg.train.lr)
+    sampler = BPRSampler(data, cfg.train.negatives, cfg.train.batch_size, cfg.train.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{data.name}: {data.n_users} users, {data.n_items} items, "
+          f"{data.train.shape[1]} train pairs, {n_params / 1e6:.1f} M parameters")
+    print(f"features: {data.features_note}")
+
+    rss = {"after build": _rss_now_gb()}
+    model.train()
+    model.section_times = {}
+    model.section_clock = clock
+    n_batches = 0
+    t_epoch = clock()
+    for batch in sampler.batches(0):
+        out = model.loss(batch)
+        t0 = clock()
+        out.total.backward()
+        t1 = clock()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t2 = clock()
+        if n_batches == 0:
+            rss["after first step"] = _rss_now_gb()
+        model.section_times["backward"] = model.section_times.get("backward", 0.0) + t1 - t0
+        model.section_times["optimiser"] = model.section_times.get("optimiser", 0.0) + t2 - t1
+        n_batches += 1
+        if max_batches is not None and n_batches >= max_batches:
+            break
+    epoch_s = clock() - t_epoch
+    rss["peak in training"] = _peak_rss_gb()
+    per_batch = {k: model.section_times.get(k, 0.0) / n_batches for k in PIECES}
+    model.section_times = None
+    full_batches = -(-data.train.shape[1] // cfg.train.batch_size)
+    if n_batches < full_batches:
+        epoch_s = epoch_s / n_batches * full_batches  # projected to the whole epoch
+
+    t0 = clock()
+    result = evaluate(model_scorer(model), data, "valid", cfg.eval, device)
+    eval_s = clock() - t0
+    return {
+        "dataset": name, "users": data.n_users, "items": data.n_items,
+        "batches_timed": n_batches, "batches_per_epoch": full_batches,
+        "epoch_s": epoch_s, "eval_s": eval_s, "rss_gb": _peak_rss_gb(),
+        "rss": rss, "clock": clock_name, "per_batch": per_batch, "valid_recall20": result.metrics.get("Recall@20"),
+        "threads": torch.get_num_threads(), "load": os.getloadavg(),
+        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+    }
+
+
+def markdown(r: dict) -> str:
+    """The result as a Markdown section for benchmarks/RESULTS.md."""
+    def ok(key):
+        return "yes" if r[key] <= TARGETS[key] else "**no**"
+
+    total = sum(r["per_batch"].values())
+    lines = [
+        f"### REARM training epoch and evaluation ({r['dataset']}, {r['users']} users, "
+        f"{r['items']} items)",
+        "",
+        f"{r['cores']} cores, torch {r['torch']} ({r['threads']} threads), "
+        f"{'process CPU' if r['clock'] == 'cpu' else 'wall-clock'} seconds, "
+        f"load average at the end {r['load'][0]:.1f} / {r['load'][1]:.1f} / "
+        f"{r['load'][2]:.1f} (1/5/15 min).",
+        f"Timed {r['batches_timed']} of {r['batches_per_epoch']} batches"
+        + ("" if r["batches_timed"] == r["batches_per_epoch"] else
+           " (the epoch time is projected from them)") + ".",
+        "",
+        "| measure | value | target | met |",
+        "|---|---|---|---|",
+        f"| seconds per training epoch | {r['epoch_s']:.1f} | <= {TARGETS['epoch_s']:.0f} "
+        f"| {ok('epoch_s')} |",
+        f"| seconds per full validation evaluation | {r['eval_s']:.2f} | <= "
+        f"{TARGETS['eval_s']:.0f} | {ok('eval_s')} |",
+        f"| peak RSS (GB) | {r['rss_gb']:.2f} | <= {TARGETS['rss_gb']:.0f} | {ok('rss_gb')} |",
+        "",
+        "RSS (GB): " + ", ".join(f"{k} {v:.2f}" for k, v in r["rss"].items()) + ".",
+        "",
+        "Where one batch's time goes (mean over the timed batches):",
+        "",
+        "| piece | seconds | share |",
+        "|---|---|---|",
+    ]
+    for k, v in r["per_batch"].items():
+        lines.append(f"| {k} | {v:.3f} | {100 * v / max(total, 1e-12):.0f}% |")
+    lines.append(f"| **total** | {total:.3f} | 100% |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="baby")
+    ap.add_argument("--out", default=str(ROOT / "data" / "standin"),
+                    help="where the stand-in dataset folder is made (default data/standin)")
+    ap.add_argument("--source", default="../shared/data/amazon",
+                    help="folder holding <dataset>/{train,valid,test}.npy")
+    ap.add_argument("--batches", type=int, default=None,
+                    help="time only this many batches and project the epoch time")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="time with wall-clock or process CPU seconds (steadier on a shared "
+                         "machine with --threads 1)")
+    ap.add_argument("--graph-only", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.graph_only:
+        _prepare_graph(Path(args.graph_only), args.dataset)
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    r = run(args.dataset, Path(args.out), args.source, args.batches, args.clock)
+    print(f"\nseconds per epoch: {r['epoch_s']:.1f}   seconds per evaluation: {r['eval_s']:.2f}"
+          f"   peak RSS: {r['rss_gb']:.2f} GB   valid Recall@20: {r['valid_recall20']:.4f}")
+    print("\n" + markdown(r))
+
+
+if __name__ == "__main__":
+    main()

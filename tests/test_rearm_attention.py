@@ -1,0 +1,142 @@
+"""TokenAttention against nn.MultiheadAttention(1, 1), and its dropout kernel."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rearm_dgl.models.attention import (
+    TokenAttention,
+    _DropoutAttention,
+    attention_reference,
+    keep_mask,
+    keep_rate,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from threads, and one thread is steadier on shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _pair(p: float, seed: int = 3):
+    torch.manual_seed(seed)
+    ours = TokenAttention(p)
+    torch.manual_seed(seed)
+    ref = nn.MultiheadAttention(1, 1, dropout=p, batch_first=True)
+    return ours, ref
+
+
+def _mha(ref, q, k, v, need_weights=False):
+    """The authors' call: (N, d) -> (N, d, 1) sequences of d tokens of size 1."""
+    out, _ = ref(q[:, :, None], k[:, :, None], v[:, :, None], need_weights=need_weights)
+    return out[:, :, 0]
+
+
+def test_parameters_and_initialisation_match_torch():
+    ours, ref = _pair(0.3)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    for name, value in ref.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[name], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_eval_matches_multihead_attention(need_weights):
+    ours, ref = _pair(0.4)
+    with torch.no_grad():  # non-trivial biases, so every parameter matters
+        for p_ours, p_ref in zip(ours.parameters(), ref.parameters()):
+            p_ours.add_(0.1)
+            p_ref.add_(0.1)
+    ours.eval()
+    ref.eval()
+    torch.manual_seed(0)
+    q = torch.randn(50, 16, requires_grad=True)
+    kv = torch.randn(50, 16, requires_grad=True)
+    out = ours(q, kv, kv)
+    expected = _mha(ref, q, kv, kv, need_weights)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    # Gradients agree too.
+    g_ours = torch.autograd.grad(out.square().sum(), [q, kv, *ours.parameters()])
+    g_ref = torch.autograd.grad(expected.square().sum(), [q, kv, *ref.parameters()])
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_full_dropout_in_training_matches_torch():
+    ours, ref = _pair(1.0)
+    with torch.no_grad():
+        ours.out_proj.bias.fill_(0.7)
+        ref.out_proj.bias.fill_(0.7)
+    ours.train()
+    ref.train()
+    x = torch.randn(40, 16)
+    out = ours(x, x, x)
+    torch.testing.assert_close(out, _mha(ref, x, x, x), rtol=0, atol=1e-7)
+    torch.testing.assert_close(out, torch.full_like(x, 0.7))
+
+
+def test_zero_dropout_in_training_is_the_plain_attention():
+    ours, ref = _pair(0.0)
+    x = torch.randn(30, 8)
+    torch.testing.assert_close(ours.train()(x, x, x), _mha(ref.train(), x, x, x),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_keep_rate_is_one_minus_p():
+    for p in (0.1, 0.2, 0.4, 0.6, 0.95):
+        assert abs(keep_rate(p) - (1 - p)) <= 2.0**-17
+        mask = keep_mask(123, (200, 32, 32), p)
+        assert mask.dtype == torch.bool
+        # 204,800 draws: the standard error of the rate is < 0.0012.
+        assert abs(mask.float().mean().item() - keep_rate(p)) < 0.005
+    torch.testing.assert_close(keep_mask(5, (4, 8, 8), 0.5), keep_mask(5, (4, 8, 8), 0.5))
+    assert not torch.equal(keep_mask(5, (4, 8, 8), 0.5), keep_mask(6, (4, 8, 8), 0.5))
+
+
+def test_kernel_equals_explicit_mask_and_has_exact_gradients():
+    torch.manual_seed(0)
+    n, d, p, seed = 6, 7, 0.4, 99
+    q, k, v = (torch.randn(n, d, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    keep = keep_mask(seed, (n, d, d), p)
+    weights = torch.softmax(q[:, :, None] * k[:, None, :], dim=2) * keep / (1 - p)
+    expected = torch.bmm(weights, v[:, :, None])[:, :, 0]
+    out = _DropoutAttention.apply(q, k, v, p, seed)
+    torch.testing.assert_close(out, expected)
+    assert torch.autograd.gradcheck(lambda a, b, c: _DropoutAttention.apply(a, b, c, p, seed),
+                                    (q, k, v))
+
+
+def test_kernel_handles_several_chunks(monkeypatch):
+    import rearm_dgl.models.attention as attention
+
+    monkeypatch.setattr(attention, "_CHUNK_BYTES", 4 * 5 * 5 * 3)  # 3 nodes per chunk
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(10, 5, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    assert torch.autograd.gradcheck(lambda a, b, c: _DropoutAttention.apply(a, b, c, 0.3, 4),
+                                    (q, k, v))
+
+
+def test_training_dropout_has_the_right_expectation():
+    """Averaged over masks, the dropped-out output is the full attention (and is random)."""
+    torch.manual_seed(0)
+    att = TokenAttention(0.5)
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        full = att.eval()(x, x, x)
+        att.train()
+        draws = torch.stack([att(x, x, x) for _ in range(3000)])
+    assert not torch.allclose(draws[0], draws[1])
+    torch.testing.assert_close(draws.mean(0), full, rtol=0, atol=0.03)
+
+
+def test_reference_dropout_path_matches_kernel_expectation():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 6), torch.randn(3, 6), torch.randn(3, 6)
+    full = attention_reference(q, k, v)
+    draws = torch.stack([attention_reference(q, k, v, 0.5, training=True) for _ in range(3000)])
+    torch.testing.assert_close(draws.mean(0), full, rtol=0, atol=0.05)
