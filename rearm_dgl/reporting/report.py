@@ -1,0 +1,272 @@
+"""``rearm-dgl report``: tables, figures and an index from saved runs, written atomically.
+
+The whole report is built in a temporary folder next to the target and moved into place at
+the end, so a failure leaves the previous report (or nothing) behind, never a partial one.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from rearm_dgl.errors import DataError
+from rearm_dgl.reporting import figures, tables
+from rearm_dgl.reporting.frame import RunFrame, RunRecord, collect_runs
+
+ENV_KEYS = ("python", "torch", "dgl", "numpy", "rearm_dgl", "platform", "device",
+            "device_name", "git_commit", "git_dirty")
+
+
+@dataclass
+class ReportResult:
+    """Where the report went and what it holds."""
+
+    out: Path
+    files: list[str] = field(default_factory=list)
+    n_runs: int = 0
+    missing: list[Path] = field(default_factory=list)
+
+
+def report_command(out: str | Path, runs_dir: str | Path | None,
+                   experiments: Sequence[str | Path]) -> str:
+    """The shell command that regenerates a report."""
+    parts = ["rearm-dgl", "report"]
+    if runs_dir is not None:
+        parts += ["--runs", str(runs_dir)]
+    for e in experiments:
+        parts += ["--experiment", str(e)]
+    parts += ["--out", str(out)]
+    return shlex.join(parts)
+
+
+def build_report(out: str | Path, runs_dir: str | Path | None = None,
+                 experiments: Sequence[str | Path] = (), command: str | None = None,
+                 echo: Callable[[str], None] | None = None) -> ReportResult:
+    """Write a report folder from saved runs.
+
+    Args:
+        out: The report folder (replaced as a whole when it exists).
+        runs_dir: The runs folder (see :func:`~rearm_dgl.reporting.frame.collect_runs`).
+        experiments: Experiment files whose cells the report covers; none: every finished
+            run under ``runs_dir``.
+        command: The regenerating command printed in ``index.md`` (default: rebuilt from
+            the arguments).
+        echo: Where notes go.
+
+    Raises:
+        DataError / ConfigError: no runs, a provenance violation or a bad experiment file;
+            nothing is written then.
+    """
+    out = Path(out)
+    frame = collect_runs(runs_dir, experiments, echo=echo)
+    command = command or report_command(out, runs_dir, experiments)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        files = _write_all(frame, tmp, command, [str(e) for e in experiments])
+        _swap(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ReportResult(out=out, files=files, n_runs=len(frame.records), missing=frame.missing)
+
+
+def _swap(tmp: Path, out: Path) -> None:
+    """Move ``tmp`` onto ``out``; the old report is removed only after the move."""
+    old = None
+    if out.exists():
+        if not out.is_dir():
+            raise DataError(out, "exists and is not a folder", "choose another --out")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_all(frame: RunFrame, out: Path, command: str, experiment_files: list[str]
+               ) -> list[str]:
+    files: list[str] = []
+    sections: list[tuple[str, list[str], str]] = []  # (heading, files, description)
+
+    comparisons = frame.experiment_names("comparison")
+    ablations = frame.experiment_names("ablation")
+    sweeps = frame.experiment_names("sweep")
+
+    if comparisons:
+        main = [tables.main_table(frame, e) for e in comparisons]
+        written = tables.write_tables(main, out, "results", "Main results")
+        files += written
+        sections.append(("Main results", written, "models x datasets, mean ± std over seeds, "
+                         "best bold, second underlined, † paired t-test"))
+    if ablations:
+        abl = [tables.ablation_table(frame, e) for e in ablations]
+        written = tables.write_tables(abl, out, "ablation", "Ablation")
+        figures.ablation_figure(frame, ablations, out / "ablation.png")
+        written.append("ablation.png")
+        files += written
+        sections.append(("Ablation", written, "REARM variants x datasets"))
+    if sweeps:
+        sens = [tables.sensitivity_table(frame, e) for e in sweeps]
+        written = tables.write_tables(sens, out, "sensitivity", "Sensitivity")
+        figures.sensitivity_figure(frame, sweeps, out / "sensitivity.png")
+        written.append("sensitivity.png")
+        files += written
+        sections.append(("Sensitivity", written, "metric vs swept parameter, band ± std"))
+
+    repro = tables.reproduction_table(frame)
+    written = tables.write_tables([repro], out, "reproduction", "Reported vs reproduced")
+    files += written
+    sections.append(("Reported vs reproduced", written, "the paper's REARM numbers beside ours"))
+
+    curve_recs = [r for r in frame.records if r.kind == "comparison"] or frame.records
+    figures.curves_figure(frame, curve_recs, out / "curves.png")
+    files.append("curves.png")
+    sections.append(("Training curves", ["curves.png"], "training loss and validation "
+                     "Recall@20 per epoch" + (" of the main-table runs" if comparisons else "")))
+
+    config_files = _write_configs(frame, out)
+    files += config_files
+    (out / "index.md").write_text(_index(frame, sections, command, experiment_files))
+    files.insert(0, "index.md")
+    return files
+
+
+def _group_file(key: tuple[str, str, str, str]) -> str:
+    exp, dataset, model, variant = key
+    return f"configs/{exp}/{dataset}__{model}__{variant}.yaml"
+
+
+def _write_configs(frame: RunFrame, out: Path) -> list[str]:
+    written = []
+    for key, runs in frame.groups().items():
+        rel = _group_file(key)
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        seeds = ", ".join(str(r.seed) for r in runs)
+        head = (f"# {'/'.join(key)}: config of {_show(runs[0].run_dir)}\n"
+                f"# the runs differ only in train.seed: {seeds}\n"
+                f"# config fingerprint {runs[0].config_fingerprint}, "
+                f"data fingerprint {runs[0].data_fingerprint}\n")
+        path.write_text(head + yaml.safe_dump(runs[0].config, sort_keys=False))
+        written.append(rel)
+    return written
+
+
+def _show(path: Path) -> str:
+    """A path relative to the working folder when it lies below it (stable in reports)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _index(frame: RunFrame, sections, command: str, experiment_files: list[str]) -> str:
+    lines = ["# rearm-dgl report", "",
+             "Generated from saved runs only (no training). Regenerate with:", "",
+             "```bash", command, "```", ""]
+    if experiment_files:
+        lines += ["The runs themselves come from (finished cells are skipped):", "", "```bash"]
+        lines += [shlex.join(["rearm-dgl", "experiment", "run", f]) for f in experiment_files]
+        lines += ["```", ""]
+    notes = sorted({r.features_note for r in frame.records if r.features_note})
+    if notes:
+        lines += ["**Features.** " + " ".join(f"{n}." if not n.endswith(".") else n
+                                              for n in notes), ""]
+    lines += ["## Contents", ""]
+    for heading, files, desc in sections:
+        links = ", ".join(f"[{f}]({f})" for f in files)
+        lines.append(f"- **{heading}** ({desc}): {links}")
+    for heading, files, _ in sections:
+        pngs = [f for f in files if f.endswith(".png")]
+        for png in pngs:
+            lines += ["", f"### {heading}", "", f"![{heading}]({png})"]
+    lines += ["", "## Experiments", ""]
+    exps = {e.name: e for e in frame.experiments}
+    for name in frame.experiment_names():
+        recs = frame.select(experiment=name)
+        e = exps.get(name)
+        src = next((r.experiment_file for r in recs if r.experiment_file), "")
+        lines.append(f"### {name}" + (f" (`{src}`)" if src else ""))
+        lines.append("")
+        if e is not None and e.description:
+            lines.append(f"{e.description}")
+            lines.append("")
+        lines.append(f"- kind: {recs[0].kind}")
+        lines.append(f"- models: {', '.join(frame.ordered(name, 'model'))}")
+        lines.append(f"- datasets: {', '.join(frame.ordered(name, 'dataset'))}")
+        lines.append(f"- seeds: {', '.join(str(s) for s in sorted({r.seed for r in recs}))}")
+        if e is not None:
+            if e.set:
+                lines.append(f"- set (every cell): `{_inline(e.set)}`")
+            if e.variants:
+                for v, ov in e.variants.items():
+                    lines.append(f"- variant `{v}` ({e.label(v)}): `{_inline(ov) or '{}'}`")
+            if e.sweep:
+                lines.append(f"- sweep (grid): `{_inline(e.sweep)}`")
+        lines.append("")
+    lines += ["## Runs behind every number", "",
+              "One row per cell (runs that differ only by seed). The exact resolved config of "
+              "each cell is in the linked file; each run's own `config.yaml`, `results.json`, "
+              "`metrics.jsonl` and `per_user_test.npz` are in its directory.", "",
+              "| experiment | dataset | model | variant | seeds | test users | config | "
+              "config fingerprint | data fingerprint | run directories |",
+              "|---|---|---|---|---|--:|---|---|---|---|"]
+    for key, runs in frame.groups().items():
+        dirs = "<br>".join(f"`{_show(r.run_dir)}`" for r in runs)
+        users = sorted({r.n_test_users for r in runs})
+        lines.append(
+            f"| {key[0]} | {key[1]} | {key[2]} | {runs[0].label or key[3]} | "
+            f"{', '.join(str(r.seed) for r in runs)} | {', '.join(map(str, users))} | "
+            f"[yaml]({_group_file(key)}) | `{runs[0].config_fingerprint[:12]}` | "
+            f"`{runs[0].data_fingerprint[:12]}` | {dirs} |")
+    if frame.missing:
+        lines += ["", f"**Cells without a finished run ({len(frame.missing)})**, left out of "
+                  "every table:", ""]
+        lines += [f"- `{_show(p)}`" for p in frame.missing]
+    lines += ["", "## Environment", "", "| runs | " + " | ".join(ENV_KEYS) + " |",
+              "|--:|" + "---|" * len(ENV_KEYS)]
+    envs: dict[tuple, int] = {}
+    for r in frame.records:
+        key = tuple(str(r.env.get(k, "")) for k in ENV_KEYS)
+        envs[key] = envs.get(key, 0) + 1
+    for key, n in sorted(envs.items()):
+        lines.append(f"| {n} | " + " | ".join(key) + " |")
+    lines += ["", "## Training summary", "",
+              "| experiment | dataset | model | variant | epochs run | best epoch | stop | "
+              "wall s (mean) |", "|---|---|---|---|---|---|---|--:|"]
+    for key, runs in frame.groups().items():
+        lines.append(
+            f"| {key[0]} | {key[1]} | {key[2]} | {runs[0].label or key[3]} | "
+            f"{_values(runs, 'epochs_run')} | {_values(runs, 'best_epoch')} | "
+            f"{_values(runs, 'stop_reason')} | {_mean_wall(runs)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _inline(d: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in d.items())
+
+
+def _values(runs: list[RunRecord], attr: str) -> str:
+    return ", ".join(str(getattr(r, attr)) for r in runs)
+
+
+def _mean_wall(runs: list[RunRecord]) -> str:
+    vals = [float(r.wall_seconds) for r in runs if r.wall_seconds is not None]
+    return f"{sum(vals) / len(vals):.1f}" if vals else "-"
+
+
+__all__ = ["ReportResult", "build_report", "report_command"]
