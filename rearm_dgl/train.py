@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 STOP_EARLY = "early_stopping"
 STOP_MAX_EPOCHS = "max_epochs"
 STOP_NAN = "nan_loss"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 
 #: ``callback(epoch, valid_metrics)``, called after each validation; raising stops the run.
 Callback = Callable[[int, dict[str, float]], None]
@@ -204,7 +204,6 @@ def fit(
     optimizer = model.configure_optimizer(train_cfg.lr)
     sampler = BPRSampler(data, train_cfg.negatives, train_cfg.batch_size, train_cfg.seed)
     stopper = EarlyStopping(train_cfg.patience)
-    best_state = _cpu_state(model)  # epoch 0: the initial weights, until an epoch improves
     best_valid: dict[str, float] = {}
     start_epoch, elapsed_before, stop_reason = 1, 0.0, None
 
@@ -217,7 +216,6 @@ def fit(
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         stopper.load_state_dict(checkpoint["early_stopping"])
-        best_state = checkpoint["best_state"]
         best_valid = dict(checkpoint["best_valid"])
         start_epoch = int(checkpoint["epoch"]) + 1
         elapsed_before = float(checkpoint.get("wall_seconds", 0.0))
@@ -237,15 +235,27 @@ def fit(
                        resumed_at_epoch=start_epoch - 1 if resume is not None else None)
     tracker = tracking.TensorBoardTracker(run_dir, purge_step=start_epoch if resume else None)
 
-    def checkpoint_state(epoch: int, reason: str | None) -> dict[str, Any]:
-        return {
+    # checkpoint_best.pt holds the weights of the best validation epoch (what test and
+    # `rearm-dgl evaluate` score); checkpoint_last.pt adds what resuming needs. The best
+    # weights live on disk only: at Baby scale a second in-memory copy would cost 0.5 GB.
+    def save_best(epoch: int) -> None:
+        _save_checkpoint(run_dir / tracking.CHECKPOINT_BEST, {
+            "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch,
+            "model": model.state_dict(), "valid": best_valid,
+            "data_fingerprint": data.fingerprint})
+
+    def save_last(epoch: int, reason: str | None) -> None:
+        _save_checkpoint(run_dir / tracking.CHECKPOINT_LAST, {
             "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "early_stopping": stopper.state_dict(), "best_valid": best_valid,
             "rng": _rng_state(), "data_fingerprint": data.fingerprint,
             "wall_seconds": elapsed_before + time.perf_counter() - t_start,
             "stop_reason": reason,
-        }
+        })
+
+    if resume is None:
+        save_best(0)  # the initial weights, until an epoch improves
 
     epoch = start_epoch - 1
     # disable=None hides the bar when stderr is not a terminal (CI logs keep the log lines).
@@ -285,9 +295,8 @@ def fit(
             # Validate, keep the best weights.
             valid = evaluate(model_scorer(model), data, "valid", cfg.eval, device).metrics
             if stopper.update(valid[metric], epoch):
-                best_state, best_valid = _cpu_state(model), dict(valid)
-                _save_checkpoint(run_dir / tracking.CHECKPOINT_BEST,
-                                 {**checkpoint_state(epoch, None), "valid": best_valid})
+                best_valid = dict(valid)
+                save_best(epoch)
             if stopper.should_stop:
                 stop_reason = STOP_EARLY
             seconds = time.perf_counter() - t_epoch
@@ -305,9 +314,7 @@ def fit(
                             best=f"{stopper.best:.4f}@{stopper.best_epoch}")
             if (epoch % train_cfg.checkpoint_every == 0 or stop_reason is not None
                     or epoch == train_cfg.epochs):
-                _save_checkpoint(run_dir / tracking.CHECKPOINT_LAST,
-                                 {**checkpoint_state(epoch, stop_reason),
-                                  "best_state": best_state})
+                save_last(epoch, stop_reason)
             for callback in callbacks:
                 callback(epoch, dict(valid))
     except BaseException as exc:
@@ -321,11 +328,10 @@ def fit(
     stop_reason = stop_reason or STOP_MAX_EPOCHS
 
     # Test once, with the best validation weights.
-    model.load_state_dict(best_state)
+    model.load_state_dict(load_checkpoint(run_dir / tracking.CHECKPOINT_BEST)["model"])
     if stopper.best_epoch == 0:  # no epoch completed: report the initial weights
         best_valid = evaluate(model_scorer(model), data, "valid", cfg.eval, device).metrics
-        _save_checkpoint(run_dir / tracking.CHECKPOINT_BEST,
-                         {**checkpoint_state(0, stop_reason), "valid": best_valid})
+        save_best(0)
     test = evaluate(model_scorer(model), data, "test", cfg.eval, device)
     tracking.write_per_user_test(run_dir, test)
     wall = elapsed_before + time.perf_counter() - t_start
@@ -453,10 +459,6 @@ def _claim_run_dir(run_dir: str | Path | None, runs_dir: str | Path, dataset: st
                           f"choose an empty folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
-
-
-def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _rng_state() -> dict[str, Any]:
