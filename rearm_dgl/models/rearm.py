@@ -201,8 +201,7 @@ class REARM(Recommender):
         user_image: (U, F_v) user image interests ``P_v``, the initial user image table.
         user_text: (U, F_t) user text interests ``P_t``.
         params: The hyperparameters and ablation switches.
-        backend: Propagation backend (``"sparse"``: torch.sparse on every device; it is also
-            the faster one on the CPU for these relations).
+        backend: Propagation backend (see :class:`~rearm_dgl.graphs.Propagation`).
     """
 
     name: ClassVar[str] = "rearm"
@@ -211,7 +210,7 @@ class REARM(Recommender):
     loss_parts: ClassVar[tuple[str, ...]] = ("bpr", "cl", "orth")
 
     def __init__(self, graph, item_image: Tensor, item_text: Tensor, user_image: Tensor,
-                 user_text: Tensor, params: REARMConfig | None = None, backend: str = "sparse"):
+                 user_text: Tensor, params: REARMConfig | None = None, backend: str = "auto"):
         super().__init__()
         p = params if params is not None else REARMConfig()
         self.params = p
