@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import rearm_dgl.data as data_mod
-from rearm_dgl.cli.data import data as data_cli
+from rearm_dgl.cli import main
 from rearm_dgl.config import DataConfig
 from rearm_dgl.data import load_dataset, load_demo
 from rearm_dgl.data import synthetic as syn
@@ -98,7 +98,7 @@ def test_drop_and_warn(tmp_path, cache):
     np.testing.assert_array_equal(ds.valid, VALID)
     np.testing.assert_array_equal(ds.test, TEST)
     assert ds.n_users == 5
-    result = CliRunner().invoke(data_cli, ["info", str(d), "--no-graph"])
+    result = CliRunner().invoke(main, ["data", "info", str(d), "--no-graph"])
     assert result.exit_code == 0, result.output
     assert "valid 2 | test 1" in result.output
 
@@ -220,7 +220,7 @@ def test_demo_signal_separates_models():
 
 def test_demo_round_trip_cli(tmp_path, cache):
     out = tmp_path / "demo_out"
-    result = CliRunner().invoke(data_cli, ["demo", "--out", str(out)])
+    result = CliRunner().invoke(main, ["data", "demo", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == {"demo.inter", "image_feat.npy", "text_feat.npy",
                                                "features.json"}
@@ -232,7 +232,7 @@ def test_demo_round_trip_cli(tmp_path, cache):
 
 
 def test_data_info_demo(cache):
-    result = CliRunner().invoke(data_cli, ["info", "demo"])
+    result = CliRunner().invoke(main, ["data", "info", "demo"])
     assert result.exit_code == 0, result.output
     assert "users          2,000" in result.output
     assert "synthetic" in result.output and "graph" in result.output
@@ -252,7 +252,7 @@ def test_data_info_prints_graph_stats(cache, monkeypatch):
     monkeypatch.setattr(graphs, "graph_stats", lambda g: {
         "nodes": {"user": 2000, "item": 995}, "edges": {("user", "interacts", "item"): 18654},
         "mean_degree": 9.327}, raising=False)
-    result = CliRunner().invoke(data_cli, ["info", "demo"])
+    result = CliRunner().invoke(main, ["data", "info", "demo"])
     assert result.exit_code == 0, result.output
     assert "user:interacts:item" in result.output and "18,654" in result.output
     assert "user_knn_k=" in result.output and seen["cfg"].item_knn_k >= 1

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rearm_dgl.cli.data import data as data_cli
+from rearm_dgl.cli import main
 from rearm_dgl.data.io import write_inter
 
 
@@ -123,7 +123,7 @@ CASES = [
 
 
 def _run_info(target: Path):
-    return CliRunner().invoke(data_cli, ["info", str(target)])
+    return CliRunner().invoke(main, ["data", "info", str(target)])
 
 
 @pytest.mark.parametrize("mutate,fname,words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -157,7 +157,7 @@ def test_missing_named_dataset_under_data_root(env):
     tmp, cache = env
     root = tmp / "root"
     root.mkdir()
-    result = CliRunner().invoke(data_cli, ["info", "baby", "--data-root", str(root)])
+    result = CliRunner().invoke(main, ["data", "info", "baby", "--data-root", str(root)])
     assert result.exit_code == 2
     assert str(root / "baby") in result.output
     assert list(root.iterdir()) == [] and not cache.exists()
@@ -167,14 +167,13 @@ def test_valid_fixture_loads(env):
     """The base folder of the error cases is itself valid (so each case tests one thing)."""
     tmp, _ = env
     d = write_valid_dataset(tmp / "ds")
-    result = CliRunner().invoke(data_cli, ["info", str(d), "--no-graph"])
+    result = CliRunner().invoke(main, ["data", "info", str(d), "--no-graph"])
     assert result.exit_code == 0, result.output
     d2 = write_valid_dataset(tmp / "ds2")
     _inter(d2, _valid_inter_text())
-    result = CliRunner().invoke(data_cli, ["info", str(d2), "--no-graph"])
+    result = CliRunner().invoke(main, ["data", "info", str(d2), "--no-graph"])
     assert result.exit_code == 0, result.output
-    assert json.loads(CliRunner().invoke(
-        data_cli, ["info", str(d2), "--no-graph", "--json"]).output)["users"] == 4
+    assert json.loads(CliRunner().invoke(main, ["data", "info", str(d2), "--no-graph", "--json"]).output)["users"] == 4
 
 
 def test_write_inter_matches_reader(env):

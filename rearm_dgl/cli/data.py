@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import warnings
 from pathlib import Path
@@ -11,26 +10,7 @@ import click
 import numpy as np
 
 from rearm_dgl.config import DataConfig, GraphConfig
-from rearm_dgl.errors import ConfigError, RearmError
-
-
-class CliDataError(click.ClickException):
-    """A :class:`RearmError` shown as a plain message, exit code 2 (no traceback)."""
-
-    exit_code = 2
-
-
-def clean_errors(fn):
-    """Turn a :class:`RearmError` raised by ``fn`` into a clean CLI error (exit code 2)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except RearmError as exc:
-            raise CliDataError(str(exc)) from None
-
-    return wrapper
+from rearm_dgl.errors import ConfigError
 
 
 def _n(x: int) -> str:
@@ -50,7 +30,6 @@ def data() -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write demo.inter, image_feat.npy, text_feat.npy and features.json.")
 @click.option("--seed", default=None, type=int, help="Generator seed (default: the demo's).")
-@clean_errors
 def demo(out: Path, seed: int | None) -> None:
     """Write the built-in demo dataset in the MMRec layout to OUT."""
     from rearm_dgl.data.io import write_mmrec
@@ -77,7 +56,6 @@ def demo(out: Path, seed: int | None) -> None:
 @click.option("--graph/--no-graph", "with_graph", default=True, show_default=True,
               help="Build (or load from cache) the relation heterograph and print its statistics.")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
-@clean_errors
 def info(name_or_path: str, data_root: str | None, cache_dir: str, with_graph: bool,
          as_json: bool) -> None:
     """Print dataset and graph statistics for NAME_OR_PATH (`demo`, a name, or a folder)."""
@@ -194,4 +172,4 @@ def _json_default(obj):
     return str(obj)
 
 
-__all__ = ["data", "clean_errors", "CliDataError"]
+__all__ = ["data"]
