@@ -15,7 +15,6 @@ registered with it (see :mod:`rearm_dgl.models.base`); its YAML section is the m
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -232,17 +231,11 @@ def build_config(
     file_dict: dict[str, Any] = dict(mapping or {})
     origin = "config" if mapping is not None else str(file)
     if file is not None:
-        path = Path(file)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found; check the --config path")
-        try:
-            file_dict = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax") from None
+        file_dict = read_yaml(file, "config file not found; check the --config path") or {}
         if not isinstance(file_dict, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+            raise ConfigError(f"{file}: expected a mapping of sections at the top level")
     model = file_dict.get("model", model)
-    pairs = [_split_override(o) for o in overrides]
+    pairs = [parse_override(o) for o in overrides]
     for key, value in pairs:
         if key == "model":
             model = value
@@ -339,7 +332,24 @@ def _nested_get(d: dict, *keys):
     return d
 
 
-def _split_override(text: str) -> tuple[str, Any]:
+def read_yaml(path: str | Path, missing: str) -> Any:
+    """Parse a YAML file; :class:`ConfigError` naming the file if it is absent or invalid.
+
+    Args:
+        path: The file.
+        missing: The problem and fix to report when the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {missing}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"section.field=value"`` -> ``(key, value)`` with the value parsed as YAML."""
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected key=value, e.g. --set train.lr=1e-3")
     key, raw = text.split("=", 1)
@@ -439,6 +449,7 @@ def _coerce_type(hint: Any, value: Any) -> Any:
 
 __all__ = [
     "ConfigError", "DataConfig", "EvalConfig", "GraphConfig", "RunConfig", "TrainConfig",
-    "build_config", "config_from_dict", "field", "field_names", "load_config", "preset",
+    "build_config", "config_from_dict", "field", "field_names", "load_config", "parse_override",
+    "preset", "read_yaml",
     "with_overrides", "NEGATIVE_MODES", "DEVICES",
 ]

@@ -40,8 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from rearm_dgl.config import read_yaml
 from rearm_dgl.errors import ConfigError, DataError, RearmError
 from rearm_dgl.io_utils import atomic_write_json
 
@@ -211,13 +210,8 @@ def load_experiment(path: str | Path, runs_dir: str | Path | None = None) -> Exp
         ConfigError: naming the file and the field for any problem.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: experiment file not found; check the path "
-                          f"(the shipped ones are in studies/)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax") from None
+    raw = read_yaml(path, "experiment file not found; check the path (the shipped ones are "
+                          "in studies/)") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with models, datasets and seeds")
     unknown = sorted(set(raw) - _KEYS)

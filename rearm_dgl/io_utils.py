@@ -53,7 +53,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
 def atomic_save(path: str | Path, writer: Callable[[Path], None], suffix: str = "") -> None:
@@ -62,15 +62,17 @@ def atomic_save(path: str | Path, writer: Callable[[Path], None], suffix: str = 
         writer(tmp)
 
 
-def _json_default(obj: Any):
+def json_default(obj: Any):
+    """``json.dumps(default=...)`` hook for numpy/torch values, tuples and paths."""
     import numpy as np
+    import torch
 
     if isinstance(obj, np.generic):
         return obj.item()
-    if isinstance(obj, np.ndarray):
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
         return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
+    if isinstance(obj, (Path, tuple)):
+        return str(obj) if isinstance(obj, Path) else list(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
@@ -92,6 +94,6 @@ def hash_parts(parts: Iterable[Any]) -> str:
         elif isinstance(part, str):
             h.update(part.encode())
         else:
-            h.update(json.dumps(part, sort_keys=True, default=_json_default).encode())
+            h.update(json.dumps(part, sort_keys=True, default=json_default).encode())
         h.update(b"\x00")
     return h.hexdigest()

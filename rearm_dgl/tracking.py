@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from rearm_dgl.config import RunConfig
-from rearm_dgl.io_utils import atomic_write_json, atomic_write_text, hash_parts
+from rearm_dgl.io_utils import atomic_write_json, atomic_write_text, hash_parts, json_default
 
 CONFIG_FILE = "config.yaml"
 ENV_FILE = "env.json"
@@ -178,7 +178,7 @@ def write_per_user_test(run_dir: str | Path, result) -> None:
 def append_metrics(run_dir: str | Path, record: Mapping[str, Any]) -> None:
     """Append one epoch's record as a JSON line (flushed and synced)."""
     with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(dict(record), default=_json_default) + "\n")
+        fh.write(json.dumps(dict(record), default=json_default) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -201,15 +201,7 @@ def truncate_metrics(run_dir: str | Path, last_epoch: int) -> None:
     """Keep the records of epochs ``<= last_epoch`` only (used when a run resumes)."""
     kept = [r for r in read_metrics(run_dir) if int(r.get("epoch", 0)) <= last_epoch]
     atomic_write_text(Path(run_dir) / METRICS_FILE,
-                      "".join(json.dumps(r, default=_json_default) + "\n" for r in kept))
-
-
-def _json_default(obj: Any):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, torch.Tensor):
-        return obj.item()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+                      "".join(json.dumps(r, default=json_default) + "\n" for r in kept))
 
 
 # ---------------------------------------------------------------------------------------

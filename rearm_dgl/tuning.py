@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import optuna
-import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from rearm_dgl.config import (
@@ -60,6 +59,8 @@ from rearm_dgl.config import (
     build_config,
     config_from_dict,
     field_names,
+    parse_override,
+    read_yaml,
     with_overrides,
 )
 from rearm_dgl.errors import ConfigError, RearmError
@@ -236,13 +237,8 @@ def load_space(path: str | Path, model: str = "rearm") -> SearchSpace:
             model, or a spec is invalid; the message names the file and the key.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: search space file not found; pass --space "
-                          f"studies/<file>.yaml (studies/rearm.yaml is the REARM default)")
-    try:
-        mapping = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax") from None
+    mapping = read_yaml(path, "search space file not found; pass --space studies/<file>.yaml "
+                              "(studies/rearm.yaml is the REARM default)")
     return parse_space(mapping, str(path), model)
 
 
@@ -521,16 +517,7 @@ class StudySettings:
 
 
 def _parse_sets(overrides: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for text in overrides:
-        if "=" not in text:
-            raise ConfigError(f"--set {text!r}: expected key=value, e.g. --set train.epochs=50")
-        key, raw = text.split("=", 1)
-        try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = raw
-    return out
+    return dict(parse_override(text) for text in overrides)
 
 
 def _full_key(key: str, cfg: RunConfig) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 
 from rearm_dgl.config import DataConfig, GraphConfig
 from rearm_dgl.errors import ConfigError
+from rearm_dgl.io_utils import json_default
 
 
 def _n(x: int) -> str:
@@ -76,7 +77,7 @@ def info(name_or_path: str, data_root: str | None, cache_dir: str, with_graph: b
     if as_json:
         stats["graph"] = graph_stats
         stats["graph_note"] = graph_note
-        click.echo(json.dumps(stats, indent=2, default=_json_default))
+        click.echo(json.dumps(stats, indent=2, default=json_default))
         return
 
     total = ds.train.shape[1] + ds.valid.shape[1] + ds.test.shape[1]
@@ -160,16 +161,6 @@ def _fmt_value(v) -> str:
     if isinstance(v, (list, tuple)):
         return ", ".join(_fmt_value(x) for x in v)
     return str(v)
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, tuple):
-        return list(obj)
-    return str(obj)
 
 
 __all__ = ["data"]
