@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
@@ -81,4 +82,32 @@ class Recommender(nn.Module):
 
     def configure_optimizer(self, lr: float) -> torch.optim.Optimizer:
         """The optimiser this model is trained with (Adam by default)."""
-        return torch.optim.Adam(self.parameters(), lr=lr)
+        return fused_optimizer(torch.optim.Adam, self.parameters(), lr=lr)
+
+
+def bpr_loss(pos: Tensor, neg: Tensor) -> Tensor:
+    """``-mean log sigmoid(pos - neg)`` over a batch of score pairs (B,), (B,)."""
+    return -F.logsigmoid(pos - neg).mean()
+
+
+def emb_norm_loss(*embeddings: Tensor) -> Tensor:
+    """Sum of the Frobenius norms (not squared) of (B, d) tensors, divided by B.
+
+    This is the embedding penalty of the MMRec benchmark (its ``EmbLoss``), so the published
+    ``reg_weight`` grids mean the same thing here.
+    """
+    total = sum(torch.linalg.vector_norm(e) for e in embeddings)
+    return total / embeddings[-1].shape[0]
+
+
+def fused_optimizer(cls: type[torch.optim.Optimizer], params, **kwargs) -> torch.optim.Optimizer:
+    """``cls(params, fused=True, **kwargs)`` where this torch and device have the fused kernel.
+
+    The fused Adam/AdamW kernels compute the same update as the default ``foreach`` ones,
+    about 9x faster on the CPU for large embedding and feature tables (perf-notes).
+    """
+    params = list(params)
+    try:
+        return cls(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or torch
+        return cls(params, **kwargs)

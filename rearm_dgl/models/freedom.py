@@ -47,8 +47,14 @@ from rearm_dgl.graphs.schema import (
     WEIGHT,
 )
 from rearm_dgl.models import registry
-from rearm_dgl.models.base import Batch, LossOut, ModelConfig, Recommender
-from rearm_dgl.models.lightgcn import bpr_loss, fused_adam
+from rearm_dgl.models.base import (
+    Batch,
+    LossOut,
+    ModelConfig,
+    Recommender,
+    bpr_loss,
+    fused_optimizer,
+)
 from rearm_dgl.models.vbpr import require_features
 
 _EPS = 1e-7  # added to degrees before the inverse square root, so isolated nodes give 0
@@ -237,7 +243,7 @@ class FREEDOM(Recommender):
         return self.forward_graph(self.full_prop)
 
     def configure_optimizer(self, lr: float) -> torch.optim.Optimizer:
-        return fused_adam(self.parameters(), lr)
+        return fused_optimizer(torch.optim.Adam, self.parameters(), lr=lr)
 
     def loss(self, batch: Batch) -> LossOut:
         users, items = self.forward_graph(self._training_graph(batch.users.shape[0]))

@@ -5,10 +5,10 @@ embedding; the score is their dot product,
 
     s(u, i) = e_u . e_i,
     loss = -mean log sigmoid(s(u, i+) - s(u, i-))
-           + reg_weight * (|e_u|^2 + |e_i+|^2 + |e_i-|^2) / B,
+           + reg_weight * (||E_u|| + ||E_i+|| + ||E_i-||) / B,
 
-with the L2 term taken over the batch's embeddings only (the MMRec convention), trained with
-Adam. It needs neither features nor the relation graph.
+with the penalty over the batch's embedding matrices (Frobenius norms, not squared: the MMRec
+benchmark's convention, so its reg_weight grid means the same here), trained with Adam. It needs neither features nor the relation graph.
 """
 
 from __future__ import annotations
@@ -17,12 +17,18 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rearm_dgl.errors import ConfigError
 from rearm_dgl.models import registry
-from rearm_dgl.models.base import Batch, LossOut, ModelConfig, Recommender
+from rearm_dgl.models.base import (
+    Batch,
+    LossOut,
+    ModelConfig,
+    Recommender,
+    bpr_loss,
+    emb_norm_loss,
+)
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,7 @@ class MF(Recommender):
         u = self.user_emb[batch.users]  # (B, d)
         p = self.item_emb[batch.pos]  # (B, d)
         n = self.item_emb[batch.neg]  # (B, d)
-        bpr = -F.logsigmoid((u * p).sum(-1) - (u * n).sum(-1)).mean()
-        reg = self.reg_weight * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / u.shape[0]
+        bpr = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
+        reg = self.reg_weight * emb_norm_loss(u, p, n)
         total = bpr + reg
         return LossOut(total, {"bpr": bpr.detach(), "reg": reg.detach()})

@@ -32,7 +32,14 @@ from rearm_dgl.graphs.schema import (
 )
 from rearm_dgl.models import registry
 from rearm_dgl.models.attention import TokenAttention
-from rearm_dgl.models.base import Batch, LossOut, ModelConfig, Recommender
+from rearm_dgl.models.base import (
+    Batch,
+    LossOut,
+    ModelConfig,
+    Recommender,
+    bpr_loss,
+    fused_optimizer,
+)
 
 if TYPE_CHECKING:
     from rearm_dgl.data.dataset import Interactions
@@ -370,7 +377,7 @@ class REARM(Recommender):
             u = out.rep[USER][batch.users]  # (B, 3d)
             pos = (u * out.rep[ITEM][batch.pos]).sum(dim=1)
             neg = (u * out.rep[ITEM][batch.neg]).sum(dim=1)
-            bpr = -F.logsigmoid(pos - neg).mean()
+            bpr = bpr_loss(pos, neg)
             fu, fi = out.feat[USER], out.feat[ITEM]
             zero = bpr.new_zeros(())
             cl = orth = zero
@@ -393,12 +400,8 @@ class REARM(Recommender):
         The fused kernel computes the same update about 9x faster over REARM's ~10^8 feature
         table parameters.
         """
-        params = list(self.parameters())
-        try:
-            return torch.optim.AdamW(params, lr=lr, weight_decay=self.params.reg_weight,
-                                     fused=True)
-        except (RuntimeError, TypeError, ValueError):  # device or torch without fused AdamW
-            return torch.optim.AdamW(params, lr=lr, weight_decay=self.params.reg_weight)
+        return fused_optimizer(torch.optim.AdamW, self.parameters(), lr=lr,
+                               weight_decay=self.params.reg_weight)
 
 
 def _xavier_linear(n_in: int, n_out: int) -> nn.Linear:

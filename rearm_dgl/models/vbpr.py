@@ -24,8 +24,15 @@ from torch import Tensor, nn
 from rearm_dgl.config import _check
 from rearm_dgl.errors import DataError
 from rearm_dgl.models import registry
-from rearm_dgl.models.base import Batch, LossOut, ModelConfig, Recommender
-from rearm_dgl.models.lightgcn import bpr_loss, emb_norm_loss, fused_adam
+from rearm_dgl.models.base import (
+    Batch,
+    LossOut,
+    ModelConfig,
+    Recommender,
+    bpr_loss,
+    emb_norm_loss,
+    fused_optimizer,
+)
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,7 @@ class VBPR(Recommender):
         return self.user_emb, self.item_repr()
 
     def configure_optimizer(self, lr: float) -> torch.optim.Optimizer:
-        return fused_adam(self.parameters(), lr)
+        return fused_optimizer(torch.optim.Adam, self.parameters(), lr=lr)
 
     def loss(self, batch: Batch) -> LossOut:
         u = self.user_emb[batch.users]  # (B, 2d)
