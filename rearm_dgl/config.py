@@ -63,8 +63,8 @@ class GraphConfig:
     seed: int = 2025
 
     def __post_init__(self):
-        _check(self.user_knn_k >= 1, "graph.user_knn_k", "must be >= 1")
-        _check(self.item_knn_k >= 1, "graph.item_knn_k", "must be >= 1")
+        check(self.user_knn_k >= 1, "graph.user_knn_k", "must be >= 1")
+        check(self.item_knn_k >= 1, "graph.item_knn_k", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -93,11 +93,11 @@ class TrainConfig:
     checkpoint_every: int = 1
 
     def __post_init__(self):
-        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
-        _check(self.patience >= 0, "train.patience", "must be >= 0")
-        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
-        _check(self.lr > 0, "train.lr", "must be > 0")
-        _check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+        check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        check(self.patience >= 0, "train.patience", "must be >= 0")
+        check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        check(self.lr > 0, "train.lr", "must be > 0")
+        check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -115,11 +115,11 @@ class EvalConfig:
     metric: str = "Recall@20"
 
     def __post_init__(self):
-        _check(len(self.topk) > 0 and all(k >= 1 for k in self.topk), "eval.topk",
+        check(len(self.topk) > 0 and all(k >= 1 for k in self.topk), "eval.topk",
                "must be a non-empty list of positive integers, e.g. [10, 20]")
-        _check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
+        check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
         name, _, k = self.metric.partition("@")
-        _check(name in ("Recall", "NDCG", "Precision", "MAP") and k.isdigit()
+        check(name in ("Recall", "NDCG", "Precision", "MAP") and k.isdigit()
                and int(k) in self.topk, "eval.metric",
                f"must be one of Recall/NDCG/Precision/MAP @ a K in eval.topk {list(self.topk)}, "
                f"e.g. Recall@20; got {self.metric!r}")
@@ -161,7 +161,8 @@ class RunConfig:
         atomic_write_text(path, self.to_yaml())
 
 
-def _check(ok: bool, key: str, message: str) -> None:
+def check(ok: bool, key: str, message: str) -> None:
+    """Raise :class:`ConfigError` ``"<key>: <message>"`` unless ``ok`` (config validation)."""
     if not ok:
         raise ConfigError(f"{key}: {message}")
 
@@ -449,7 +450,7 @@ def _coerce_type(hint: Any, value: Any) -> Any:
 
 __all__ = [
     "ConfigError", "DataConfig", "EvalConfig", "GraphConfig", "RunConfig", "TrainConfig",
-    "build_config", "config_from_dict", "field", "field_names", "load_config", "parse_override",
+    "build_config", "check", "config_from_dict", "field", "field_names", "load_config", "parse_override",
     "preset", "read_yaml",
     "with_overrides", "NEGATIVE_MODES", "DEVICES",
 ]

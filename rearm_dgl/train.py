@@ -35,6 +35,7 @@ from rearm_dgl.errors import ConfigError, DataError
 from rearm_dgl.evaluation import evaluate, model_scorer
 from rearm_dgl.io_utils import atomic_path
 from rearm_dgl.models import registry
+from rearm_dgl.models.base import require_features
 from rearm_dgl.sampling import BPRSampler
 
 logger = logging.getLogger(__name__)
@@ -187,10 +188,8 @@ def fit(
 
         data = load_dataset(cfg.data)
     model_cls = registry.get(cfg.model)
-    if model_cls.needs_features and not data.has_features:
-        raise ConfigError(f"model: {cfg.model} needs image and text features, but dataset "
-                          f"{data.name!r} ({data.source}) has none; add image_feat.npy and "
-                          f"text_feat.npy or pick an ID-only model such as mf")
+    if model_cls.needs_features:
+        require_features(cfg.model, data)  # before the graph build, which could take minutes
     if graph is None and getattr(model_cls, "needs_graph", True):
         from rearm_dgl.graphs import load_or_build_graph
 

@@ -91,3 +91,13 @@ def tiny_data(tiny_dataset):
     from rearm_dgl.data import load_dataset
 
     return load_dataset(DataConfig(dataset=str(tiny_dataset)))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: tiny tensors gain nothing from threads, and one thread
+    is bit-for-bit deterministic and steadier on shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

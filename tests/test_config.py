@@ -27,16 +27,17 @@ def write_yaml(path, obj):
 
 
 def test_merge_order_defaults_preset_file_set(tmp_path):
-    plain = build_config("mf", "demo", use_preset=False)
+    # "mydata" has no preset entry of its own, so the preset layer is mf's `default` entry.
+    plain = build_config("mf", "mydata", use_preset=False)
     assert plain.train.lr == 5e-5 and plain.train.negatives == "all_known"  # dataclass default
-    with_preset = build_config("mf", "demo")
+    with_preset = build_config("mf", "mydata")
     assert with_preset.train.lr == 1e-3 and with_preset.train.negatives == "train_only"
     f = write_yaml(tmp_path / "c.yaml", {"train": {"lr": 2e-3, "patience": 3},
                                          "mf": {"embedding_size": 16}})
-    with_file = build_config("mf", "demo", file=f)
+    with_file = build_config("mf", "mydata", file=f)
     assert (with_file.train.lr, with_file.train.patience) == (2e-3, 3)
     assert with_file.train.negatives == "train_only"  # the preset survives where not set
-    with_set = build_config("mf", "demo", file=f, overrides=["train.lr=3e-3", "reg_weight=0.5"])
+    with_set = build_config("mf", "mydata", file=f, overrides=["train.lr=3e-3", "reg_weight=0.5"])
     assert (with_set.train.lr, with_set.train.patience) == (3e-3, 3)
     assert (with_set.params.embedding_size, with_set.params.reg_weight) == (16, 0.5)
 
@@ -108,7 +109,7 @@ def test_round_trip_through_dict_and_yaml(tmp_path):
 
 
 def test_with_overrides_is_a_checked_copy():
-    cfg = build_config("mf", "demo")
+    cfg = build_config("mf", "mydata")  # no dataset entry: mf's default preset, lr 1e-3
     new = with_overrides(cfg, {"train.lr": 0.01, "mf.embedding_size": 8})
     assert (new.train.lr, new.params.embedding_size) == (0.01, 8)
     assert cfg.train.lr == 1e-3  # frozen original untouched

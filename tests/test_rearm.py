@@ -19,13 +19,7 @@ from rearm_dgl.models.rearm import REARM, REARMConfig
 N_USERS, N_ITEMS, D = 30, 20, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and one thread is steadier on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Every relation weight strictly inside (0, 1), so each graph switch has something to remove.
 BASE = REARMConfig(embedding_size=D, n_layers=2, n_uu_layers=1, n_ii_layers=1, rank=2,

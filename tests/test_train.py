@@ -11,7 +11,7 @@ import torch
 from rearm_dgl import tracking
 from rearm_dgl import train as train_mod
 from rearm_dgl.config import build_config
-from rearm_dgl.errors import ConfigError
+from rearm_dgl.errors import ConfigError, DataError
 from rearm_dgl.evaluation import EvalResult
 from rearm_dgl.models.mf import MF
 from rearm_dgl.train import EarlyStopping, fit, rescore
@@ -241,5 +241,5 @@ def test_model_needing_features_is_refused_on_id_only_data(tmp_path):
         pytest.skip("no registered model needs features")
     folder = write_tiny_dataset(tmp_path / "idonly", features=False)
     cfg = build_config(needs[0], str(folder), overrides=["train.device=cpu"])
-    with pytest.raises(ConfigError, match="needs image and text features"):
+    with pytest.raises(DataError, match="needs image and text features"):
         fit(cfg, runs_dir=tmp_path, quiet=True)

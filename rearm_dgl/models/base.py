@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rearm_dgl.errors import DataError
+
 if TYPE_CHECKING:
     from rearm_dgl.data.dataset import Interactions
 
@@ -83,6 +85,16 @@ class Recommender(nn.Module):
     def configure_optimizer(self, lr: float) -> torch.optim.Optimizer:
         """The optimiser this model is trained with (Adam by default)."""
         return fused_optimizer(torch.optim.Adam, self.parameters(), lr=lr)
+
+
+def require_features(model: str, data: Interactions) -> None:
+    """Raise :class:`DataError` when a feature-based model meets a dataset without features."""
+    if not data.has_features:
+        raise DataError(
+            data.source, f"model {model!r} needs image and text features; this dataset has none",
+            "add image_feat.npy and text_feat.npy to the dataset folder (or stand-in features "
+            "from benchmarks/standin_features.py), or train an ID-only model such as mf or "
+            "lightgcn")
 
 
 def bpr_loss(pos: Tensor, neg: Tensor) -> Tensor:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from rearm_dgl._dgl import dgl
-from rearm_dgl.config import _check
+from rearm_dgl.config import check
 from rearm_dgl.graphs.propagate import Propagation
 from rearm_dgl.graphs.schema import (
     INTERACTED_BY,
@@ -54,8 +54,8 @@ from rearm_dgl.models.base import (
     Recommender,
     bpr_loss,
     fused_optimizer,
+    require_features,
 )
-from rearm_dgl.models.vbpr import require_features
 
 _EPS = 1e-7  # added to degrees before the inverse square root, so isolated nodes give 0
 
@@ -84,15 +84,15 @@ class FREEDOMConfig(ModelConfig):
     reg_weight: float = 1e-4
 
     def __post_init__(self):
-        _check(self.embedding_size >= 1, "freedom.embedding_size", "must be >= 1")
-        _check(self.feat_embed_dim == self.embedding_size, "freedom.feat_embed_dim",
+        check(self.embedding_size >= 1, "freedom.embedding_size", "must be >= 1")
+        check(self.feat_embed_dim == self.embedding_size, "freedom.feat_embed_dim",
                "must equal freedom.embedding_size (users are scored against projected features)")
-        _check(self.n_mm_layers >= 0, "freedom.n_mm_layers", "must be >= 0")
-        _check(self.n_ui_layers >= 0, "freedom.n_ui_layers", "must be >= 0")
-        _check(0.0 <= self.mm_image_weight <= 1.0, "freedom.mm_image_weight",
+        check(self.n_mm_layers >= 0, "freedom.n_mm_layers", "must be >= 0")
+        check(self.n_ui_layers >= 0, "freedom.n_ui_layers", "must be >= 0")
+        check(0.0 <= self.mm_image_weight <= 1.0, "freedom.mm_image_weight",
                "must be in [0, 1]")
-        _check(0.0 <= self.dropout < 1.0, "freedom.dropout", "must be in [0, 1)")
-        _check(self.reg_weight >= 0, "freedom.reg_weight", "must be >= 0")
+        check(0.0 <= self.dropout < 1.0, "freedom.dropout", "must be in [0, 1)")
+        check(self.reg_weight >= 0, "freedom.reg_weight", "must be >= 0")
 
 
 def sym_norm_weights(rows: Tensor, cols: Tensor, n_rows: int, n_cols: int) -> Tensor:

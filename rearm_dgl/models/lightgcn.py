@@ -20,7 +20,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from rearm_dgl.config import _check
+from rearm_dgl.config import check
 from rearm_dgl.graphs.propagate import Propagation
 from rearm_dgl.graphs.schema import INTERACTED_BY, INTERACTS, ITEM, USER
 from rearm_dgl.models import registry
@@ -50,9 +50,9 @@ class LightGCNConfig(ModelConfig):
     reg_weight: float = 1e-4
 
     def __post_init__(self):
-        _check(self.embedding_size >= 1, "lightgcn.embedding_size", "must be >= 1")
-        _check(self.n_layers >= 0, "lightgcn.n_layers", "must be >= 0")
-        _check(self.reg_weight >= 0, "lightgcn.reg_weight", "must be >= 0")
+        check(self.embedding_size >= 1, "lightgcn.embedding_size", "must be >= 1")
+        check(self.n_layers >= 0, "lightgcn.n_layers", "must be >= 0")
+        check(self.reg_weight >= 0, "lightgcn.reg_weight", "must be >= 0")
 
 
 @registry.register

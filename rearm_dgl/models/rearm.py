@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rearm_dgl.errors import ConfigError, DataError
+from rearm_dgl.config import check
 from rearm_dgl.graphs.knn import user_interest_features
 from rearm_dgl.graphs.propagate import Propagation
 from rearm_dgl.graphs.schema import (
@@ -39,6 +39,7 @@ from rearm_dgl.models.base import (
     Recommender,
     bpr_loss,
     fused_optimizer,
+    require_features,
 )
 
 if TYPE_CHECKING:
@@ -134,8 +135,7 @@ class REARMConfig(ModelConfig):
 
 
 def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"rearm.{key}: {message}")
+    check(ok, f"rearm.{key}", message)
 
 
 def _info_nce(a: Tensor, b: Tensor, tau: float) -> Tensor:
@@ -269,10 +269,7 @@ class REARM(Recommender):
     @classmethod
     def build(cls, params: REARMConfig, data: Interactions, graph, device: torch.device
               ) -> REARM:
-        if not data.has_features:
-            raise DataError(data.source, "REARM needs image and text features, found none",
-                            "add image_feat.npy (I x F_v) and text_feat.npy (I x F_t) to the "
-                            "dataset folder, or pick an ID-only model such as mf")
+        require_features(cls.name, data)
         image = np.asarray(data.image_feat, dtype=np.float32)
         text = np.asarray(data.text_feat, dtype=np.float32)
         model = cls(

@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rearm_dgl.config import _check
-from rearm_dgl.errors import DataError
+from rearm_dgl.config import check
 from rearm_dgl.models import registry
 from rearm_dgl.models.base import (
     Batch,
@@ -32,6 +31,7 @@ from rearm_dgl.models.base import (
     bpr_loss,
     emb_norm_loss,
     fused_optimizer,
+    require_features,
 )
 
 
@@ -48,17 +48,8 @@ class VBPRConfig(ModelConfig):
     reg_weight: float = 1e-4
 
     def __post_init__(self):
-        _check(self.embedding_size >= 1, "vbpr.embedding_size", "must be >= 1")
-        _check(self.reg_weight >= 0, "vbpr.reg_weight", "must be >= 0")
-
-
-def require_features(model: str, data) -> None:
-    """Raise a clear error when a feature-based model meets a dataset without features."""
-    if data.image_feat is None or data.text_feat is None:
-        raise DataError(
-            data.source, f"model {model!r} needs image and text features; this dataset has none",
-            "add the image and text feature files to the dataset folder (or stand-in features), "
-            "or train an ID-only model such as mf or lightgcn")
+        check(self.embedding_size >= 1, "vbpr.embedding_size", "must be >= 1")
+        check(self.reg_weight >= 0, "vbpr.reg_weight", "must be >= 0")
 
 
 @registry.register
