@@ -102,30 +102,27 @@ def _write_all(frame: RunFrame, out: Path, command: str, experiment_files: list[
     files: list[str] = []
     sections: list[tuple[str, list[str], str]] = []  # (heading, files, description)
 
+    # (experiment kind, table builder, file stem, heading, figure or None, index description)
+    kinds = (
+        ("comparison", tables.main_table, "results", "Main results", None,
+         "models x datasets, mean ± std over seeds, best bold, second underlined, "
+         "† paired t-test"),
+        ("ablation", tables.ablation_table, "ablation", "Ablation", figures.ablation_figure,
+         "REARM variants x datasets"),
+        ("sweep", tables.sensitivity_table, "sensitivity", "Sensitivity",
+         figures.sensitivity_figure, "metric vs swept parameter, band ± std"),
+    )
+    for kind, table, stem, heading, figure, description in kinds:
+        names = frame.experiment_names(kind)
+        if not names:
+            continue
+        written = tables.write_tables([table(frame, e) for e in names], out, stem, heading)
+        if figure is not None:
+            figure(frame, names, out / f"{stem}.png")
+            written.append(f"{stem}.png")
+        files += written
+        sections.append((heading, written, description))
     comparisons = frame.experiment_names("comparison")
-    ablations = frame.experiment_names("ablation")
-    sweeps = frame.experiment_names("sweep")
-
-    if comparisons:
-        main = [tables.main_table(frame, e) for e in comparisons]
-        written = tables.write_tables(main, out, "results", "Main results")
-        files += written
-        sections.append(("Main results", written, "models x datasets, mean ± std over seeds, "
-                         "best bold, second underlined, † paired t-test"))
-    if ablations:
-        abl = [tables.ablation_table(frame, e) for e in ablations]
-        written = tables.write_tables(abl, out, "ablation", "Ablation")
-        figures.ablation_figure(frame, ablations, out / "ablation.png")
-        written.append("ablation.png")
-        files += written
-        sections.append(("Ablation", written, "REARM variants x datasets"))
-    if sweeps:
-        sens = [tables.sensitivity_table(frame, e) for e in sweeps]
-        written = tables.write_tables(sens, out, "sensitivity", "Sensitivity")
-        figures.sensitivity_figure(frame, sweeps, out / "sensitivity.png")
-        written.append("sensitivity.png")
-        files += written
-        sections.append(("Sensitivity", written, "metric vs swept parameter, band ± std"))
 
     repro = tables.reproduction_table(frame)
     written = tables.write_tables([repro], out, "reproduction", "Reported vs reproduced")
