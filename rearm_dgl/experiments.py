@@ -42,7 +42,8 @@ from typing import Any
 
 from rearm_dgl.config import read_yaml
 from rearm_dgl.errors import ConfigError, DataError, RearmError
-from rearm_dgl.io_utils import atomic_write_json
+from rearm_dgl.io_utils import atomic_write_json, read_json
+from rearm_dgl.tracking import config_fingerprint
 
 CELL_FILE = "cell.json"
 LOCK_FILE = ".lock"
@@ -308,13 +309,6 @@ class CellStatus:
     detail: str = ""
 
 
-def config_fingerprint(cfg) -> str:
-    """The trainer's config fingerprint (``tracking.config_fingerprint``)."""
-    from rearm_dgl.tracking import config_fingerprint as fp
-
-    return fp(cfg)
-
-
 def cell_status(exp: Experiment, cell: Cell, data_fingerprints: dict[str, str] | None = None
                 ) -> CellStatus:
     """The state of one cell, from its run directory only.
@@ -323,7 +317,7 @@ def cell_status(exp: Experiment, cell: Cell, data_fingerprints: dict[str, str] |
     (the experiment file or the data changed since): it is never overwritten silently.
     """
     run_dir = exp.run_dir(cell)
-    results = _read_json(run_dir / RESULTS_FILE)
+    results = read_json(run_dir / RESULTS_FILE)
     if results is not None and results.get("status") == "completed":
         want = config_fingerprint(exp.config(cell))
         got = results.get("config_fingerprint")
@@ -336,10 +330,10 @@ def cell_status(exp: Experiment, cell: Cell, data_fingerprints: dict[str, str] |
                 return CellStatus(cell, run_dir, "stale",
                                   f"data fingerprint {got_d} is not the dataset's {want_d}")
         return CellStatus(cell, run_dir, "done")
-    lock = _read_json(run_dir / LOCK_FILE)
+    lock = read_json(run_dir / LOCK_FILE)
     if lock is not None and _lock_alive(lock):
         return CellStatus(cell, run_dir, "running", f"pid {lock.get('pid')}")
-    error = _read_json(run_dir / ERROR_FILE)
+    error = read_json(run_dir / ERROR_FILE)
     if error is not None:
         return CellStatus(cell, run_dir, "failed", str(error.get("message", "")).splitlines()[0]
                           if error.get("message") else "")
@@ -533,7 +527,7 @@ def run_cell(cfg, run_dir: str | Path, info: dict[str, Any], data=None,
             _clean(run_dir)
             atomic_write_json(run_dir / CELL_FILE, {**info, "restarted": f"resume failed: {exc}"})
             fit(cfg, run_dir=run_dir, data=data, callbacks=callbacks, resume=None, quiet=True)
-        results = _read_json(run_dir / RESULTS_FILE) or {}
+        results = read_json(run_dir / RESULTS_FILE) or {}
         if results.get("status") != "completed":
             raise RearmError(f"{run_dir}: fit returned but results.json does not say completed "
                              f"(status {results.get('status')!r})")
@@ -573,22 +567,13 @@ def _write_error(run_dir: Path, message: str, trace: str) -> None:
         pass
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        with open(path) as fh:
-            value = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _acquire_lock(run_dir: Path) -> bool:
     lock = run_dir / LOCK_FILE
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            held = _read_json(lock)
+            held = read_json(lock)
             if held is not None and _lock_alive(held):
                 return False
             lock.unlink(missing_ok=True)  # left by a dead process
@@ -601,7 +586,7 @@ def _acquire_lock(run_dir: Path) -> bool:
 
 def _release_lock(run_dir: Path) -> None:
     lock = run_dir / LOCK_FILE
-    held = _read_json(lock)
+    held = read_json(lock)
     if held is not None and held.get("pid") == os.getpid():
         lock.unlink(missing_ok=True)
 

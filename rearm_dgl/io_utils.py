@@ -62,6 +62,15 @@ def atomic_save(path: str | Path, writer: Callable[[Path], None], suffix: str = 
         writer(tmp)
 
 
+def read_json(path: str | Path) -> dict | None:
+    """The JSON object in ``path``, or None if the file is missing, unreadable or no object."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def json_default(obj: Any):
     """``json.dumps(default=...)`` hook for numpy/torch values, tuples and paths."""
     import numpy as np

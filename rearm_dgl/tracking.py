@@ -160,10 +160,6 @@ def write_results(run_dir: str | Path, results: Mapping[str, Any]) -> None:
     atomic_write_json(Path(run_dir) / RESULTS_FILE, dict(results))
 
 
-def read_json(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
-
-
 def write_per_user_test(run_dir: str | Path, result) -> None:
     """Save an :class:`~rearm_dgl.evaluation.EvalResult`'s per-user test metrics."""
     from rearm_dgl.evaluation import save_per_user
@@ -266,6 +262,6 @@ __all__ = [
     "CHECKPOINT_BEST", "CHECKPOINT_LAST", "CONFIG_FILE", "ENV_FILE", "METRICS_FILE",
     "PER_USER_TEST_FILE", "RESULTS_FILE", "FINGERPRINT_EXCLUDED", "TensorBoardTracker",
     "append_metrics", "config_fingerprint", "dataset_label", "environment", "new_run_dir",
-    "read_json", "read_metrics", "truncate_metrics", "write_config", "write_env",
+    "read_metrics", "truncate_metrics", "write_config", "write_env",
     "write_per_user_test", "write_results",
 ]

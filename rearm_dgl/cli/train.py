@@ -15,7 +15,7 @@ import click
 import yaml
 
 from rearm_dgl.config import DEVICES, build_config, load_config, with_overrides
-from rearm_dgl.errors import ConfigError
+from rearm_dgl.errors import ConfigError, DataError
 
 #: Options that define the run and so cannot be combined with --resume.
 _RUN_OPTIONS = ("dataset", "model", "seed", "epochs", "config_file", "overrides", "data_root",
@@ -118,7 +118,8 @@ def train(ctx: click.Context, dataset, model, seed, epochs, device, config_file,
               help="Where to score (default: the run's train.device).")
 def evaluate(run_dir, split, device) -> None:
     """Re-score a run's best checkpoint and check it against results.json."""
-    from rearm_dgl.tracking import RESULTS_FILE, read_json
+    from rearm_dgl.io_utils import read_json
+    from rearm_dgl.tracking import RESULTS_FILE
     from rearm_dgl.train import rescore
 
     result = rescore(run_dir, split=split, device=device)
@@ -127,7 +128,11 @@ def evaluate(run_dir, split, device) -> None:
     if not results_path.exists():
         click.echo(f"({RESULTS_FILE} not written yet: the run did not finish)")
         return
-    saved = read_json(results_path).get(split, {})
+    saved = read_json(results_path)
+    if saved is None:
+        raise DataError(results_path, "not a readable JSON object",
+                        "the file is damaged; rerun the training or restore it")
+    saved = saved.get(split, {})
     bad = [f"{k}: saved {v:.6g}, now {result.metrics.get(k, float('nan')):.6g}"
            for k, v in saved.items()
            if not math.isclose(result.metrics.get(k, float("nan")), v, rel_tol=1e-5,

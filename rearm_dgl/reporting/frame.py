@@ -16,7 +16,6 @@ Provenance rules (a violation raises :class:`~rearm_dgl.errors.DataError` naming
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import yaml
 
 from rearm_dgl.errors import ConfigError, DataError
+from rearm_dgl.io_utils import read_json
 
 METRIC_ALIASES = {"R": "Recall", "N": "NDCG", "P": "Precision", "MAP": "MAP"}
 
@@ -151,7 +151,7 @@ def read_run(run_dir: str | Path, cell: dict[str, Any] | None = None) -> RunReco
     """
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
-    results = _json(results_path)
+    results = read_json(results_path)
     if results is None:
         raise DataError(results_path, "missing or not valid JSON",
                         "finish the run (rearm-dgl experiment run FILE resumes it) or move the "
@@ -159,7 +159,7 @@ def read_run(run_dir: str | Path, cell: dict[str, Any] | None = None) -> RunReco
     if results.get("status") != "completed":
         raise DataError(results_path, f"status is {results.get('status')!r}, not 'completed'",
                         "finish the run or move the directory out of the runs folder")
-    cell = cell if cell is not None else (_json(run_dir / "cell.json") or {})
+    cell = cell if cell is not None else (read_json(run_dir / "cell.json") or {})
     for key in ("model", "dataset", "seed", "test", "config_fingerprint", "data_fingerprint"):
         if key not in results:
             raise DataError(results_path, f"has no {key!r}",
@@ -187,7 +187,7 @@ def read_run(run_dir: str | Path, cell: dict[str, Any] | None = None) -> RunReco
         data_fingerprint=str(results["data_fingerprint"]),
         features_note=str(results.get("features_note") or ""),
         config=config,
-        env=_json(run_dir / "env.json") or {},
+        env=read_json(run_dir / "env.json") or {},
         experiment_file=str(cell.get("experiment_file") or ""),
     )
     if cell and cell.get("model") not in (None, rec.model):
@@ -222,14 +222,6 @@ def _dataset_label(dataset: str) -> str:
     from rearm_dgl.tracking import dataset_label
 
     return dataset_label(dataset)
-
-
-def _json(path: Path) -> dict | None:
-    try:
-        value = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def collect_runs(runs_dir: str | Path | None = None, experiments: Sequence[str | Path] = (),
@@ -280,7 +272,7 @@ def _collect_experiments(runs_dir, files: Sequence[str | Path]) -> RunFrame:
         want: dict[tuple, str] = {}
         for cell in exp.cells():
             run_dir = exp.run_dir(cell)
-            results = _json(run_dir / "results.json")
+            results = read_json(run_dir / "results.json")
             if results is None or results.get("status") != "completed":
                 missing.append(run_dir)
                 continue
@@ -307,7 +299,7 @@ def _collect_all(runs_dir: Path, say) -> RunFrame:
     records = []
     for results_path in sorted(runs_dir.rglob("results.json")):
         run_dir = results_path.parent
-        results = _json(results_path)
+        results = read_json(results_path)
         if results is None or results.get("status") != "completed":
             say(f"skipped unfinished run {run_dir}")
             continue
