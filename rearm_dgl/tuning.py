@@ -40,7 +40,6 @@ import shutil
 import socket
 import sys
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -64,7 +63,7 @@ from rearm_dgl.config import (
     with_overrides,
 )
 from rearm_dgl.errors import ConfigError, RearmError
-from rearm_dgl.io_utils import atomic_save, atomic_write_text
+from rearm_dgl.io_utils import atomic_dir, atomic_save, atomic_write_text
 
 PRUNERS = ("median", "hyperband", "none")
 SPACE_TYPES = ("float", "int", "categorical")
@@ -1287,8 +1286,7 @@ def write_tensorboard(trials: Sequence[FrozenTrial], out_dir: Path,
         if spec.get("type") == "categorical":
             discrete[key] = list(spec["choices"])
     keys = sorted({k for t in shown for k in t.params})
-    tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.tmp"
-    try:
+    with atomic_dir(out_dir) as tmp:
         for t in shown:
             hp = {k: _hparam_value(t.params.get(k)) for k in keys}
             hp["state"] = t.state.name
@@ -1308,13 +1306,6 @@ def write_tensorboard(trials: Sequence[FrozenTrial], out_dir: Path,
                     w.add_scalar(name, value)
                 for step, value in sorted(values.items()):
                     w.add_scalar(f"valid/{metric}", value, step)
-        old = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.old"
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

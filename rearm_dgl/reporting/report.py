@@ -6,10 +6,7 @@ the end, so a failure leaves the previous report (or nothing) behind, never a pa
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from rearm_dgl.errors import DataError
+from rearm_dgl.io_utils import atomic_dir
 from rearm_dgl.reporting import figures, tables
 from rearm_dgl.reporting.frame import RunFrame, RunRecord, collect_runs
 
@@ -67,34 +65,11 @@ def build_report(out: str | Path, runs_dir: str | Path | None = None,
     out = Path(out)
     frame = collect_runs(runs_dir, experiments, echo=echo)
     command = command or report_command(out, runs_dir, experiments)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    if out.exists() and not out.is_dir():
+        raise DataError(out, "exists and is not a folder", "choose another --out")
+    with atomic_dir(out) as tmp:
         files = _write_all(frame, tmp, command, [str(e) for e in experiments])
-        _swap(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ReportResult(out=out, files=files, n_runs=len(frame.records), missing=frame.missing)
-
-
-def _swap(tmp: Path, out: Path) -> None:
-    """Move ``tmp`` onto ``out``; the old report is removed only after the move."""
-    old = None
-    if out.exists():
-        if not out.is_dir():
-            raise DataError(out, "exists and is not a folder", "choose another --out")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_all(frame: RunFrame, out: Path, command: str, experiment_files: list[str]
