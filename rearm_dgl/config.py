@@ -144,7 +144,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model}
         for name, section in self.sections().items():
-            out[name] = {f.name: _plain(getattr(section, f.name)) for f in fields(section)}
+            out[name] = {f.name: plain(getattr(section, f.name)) for f in fields(section)}
         return out
 
     def flat(self) -> dict[str, Any]:
@@ -167,7 +167,8 @@ def check(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A config value as YAML/JSON writes it (tuples become lists)."""
     return list(value) if isinstance(value, tuple) else value
 
 
@@ -179,6 +180,12 @@ def _model_config_cls(model: str) -> type:
     from rearm_dgl.models import registry
 
     return registry.get(model).config_cls
+
+
+def section_classes(model: str) -> dict[str, type]:
+    """YAML section name -> config dataclass for a run of ``model``, in YAML order."""
+    return {"data": DataConfig, "graph": GraphConfig, model: _model_config_cls(model),
+            "train": TrainConfig, "eval": EvalConfig}
 
 
 def preset(model: str, dataset: str) -> dict[str, Any]:
@@ -240,7 +247,7 @@ def build_config(
     for key, value in pairs:
         if key == "model":
             model = value
-    cls = _model_config_cls(model)
+    classes = section_classes(model)  # unknown models fail here, before any file is read
 
     dataset = dataset or _nested_get(file_dict, "data", "dataset") or "demo"
     for key, value in pairs:
@@ -253,10 +260,7 @@ def build_config(
     if file_dict:
         layers.append((origin, file_dict))
 
-    values: dict[str, dict[str, Any]] = {"data": {}, "graph": {}, model: {}, "train": {},
-                                         "eval": {}}
-    classes = {"data": DataConfig, "graph": GraphConfig, model: cls, "train": TrainConfig,
-               "eval": EvalConfig}
+    values: dict[str, dict[str, Any]] = {section: {} for section in classes}
     for origin, layer in layers:
         for section, body in layer.items():
             if section == "model":
@@ -281,7 +285,7 @@ def build_config(
             model=model,
             data=DataConfig(**values["data"]),
             graph=GraphConfig(**values["graph"]),
-            params=cls(**values[model]),
+            params=classes[model](**values[model]),
             train=TrainConfig(**values["train"]),
             eval=EvalConfig(**values["eval"]),
         )
@@ -451,6 +455,6 @@ def _coerce_type(hint: Any, value: Any) -> Any:
 __all__ = [
     "ConfigError", "DataConfig", "EvalConfig", "GraphConfig", "RunConfig", "TrainConfig",
     "build_config", "check", "config_from_dict", "field", "field_names", "load_config", "parse_override",
-    "preset", "read_yaml",
+    "plain", "preset", "read_yaml", "section_classes",
     "with_overrides", "NEGATIVE_MODES", "DEVICES",
 ]

@@ -51,15 +51,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from rearm_dgl.config import (
     DataConfig,
-    EvalConfig,
     GraphConfig,
     RunConfig,
-    TrainConfig,
     build_config,
     config_from_dict,
     field_names,
     parse_override,
+    plain,
     read_yaml,
+    section_classes,
     with_overrides,
 )
 from rearm_dgl.errors import ConfigError, RearmError
@@ -206,7 +206,7 @@ class SearchSpace:
             ConfigError: if a preset value is outside its range or choices.
         """
         flat = cfg.flat()
-        params = {p.key: _plain_value(flat[p.key]) for p in self.params}
+        params = {p.key: plain(flat[p.key]) for p in self.params}
         outside = [f"{p.key}={params[p.key]!r} (space: {p.to_dict()})" for p in self.params
                    if not p.contains(params[p.key])]
         if outside:
@@ -215,17 +215,6 @@ class SearchSpace:
                 f"outside the space, so trial 0 could not be the preset: {'; '.join(outside)}. "
                 f"Widen these ranges (or add the choice), or fix the key with --set")
         return params
-
-
-def _plain_value(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _model_classes(model: str) -> dict[str, type]:
-    from rearm_dgl.models import registry
-
-    return {"data": DataConfig, "graph": GraphConfig, model: registry.get(model).config_cls,
-            "train": TrainConfig, "eval": EvalConfig}
 
 
 def load_space(path: str | Path, model: str = "rearm") -> SearchSpace:
@@ -252,7 +241,7 @@ def parse_space(mapping: Any, source: str, model: str = "rearm") -> SearchSpace:
     if not isinstance(mapping, dict) or not mapping:
         raise ConfigError(f"{source}: expected a mapping of config keys to specs, e.g. "
                           f"'rearm.cl_tmp: {{type: float, low: 0.01, high: 2.0, log: true}}'")
-    types = field_names(_model_classes(model))
+    types = field_names(section_classes(model))
     params = []
     for key, spec in mapping.items():
         key = str(key)
