@@ -81,6 +81,10 @@ class TrainConfig:
             authors' code); ``train_only`` excludes training items only (MMRec).
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
         checkpoint_every: Write the resumable checkpoint every this many epochs.
+        keep_checkpoints: What a completed run keeps on disk: ``best`` (the best validation
+            weights), ``last`` (the resumable state), ``all`` (both) or ``none``.
+        checkpoint_minutes: Write the resumable checkpoint at most this often (minutes of
+            wall time), and always at the end of the run.
     """
 
     epochs: int = 2000
@@ -91,6 +95,8 @@ class TrainConfig:
     negatives: Literal["all_known", "train_only"] = "all_known"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     checkpoint_every: int = 1
+    keep_checkpoints: Literal["best", "last", "all", "none"] = "best"
+    checkpoint_minutes: float = 10.0
 
     def __post_init__(self):
         check(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -98,6 +104,7 @@ class TrainConfig:
         check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         check(self.lr > 0, "train.lr", "must be > 0")
         check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+        check(self.checkpoint_minutes >= 0, "train.checkpoint_minutes", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -108,11 +115,14 @@ class EvalConfig:
         topk: Cut-offs K for every metric.
         batch_size: Users scored per evaluation batch.
         metric: The validation metric that early stopping and tuning select on.
+        stop_decimals: Round the validation metric to this many decimals before early
+            stopping compares it (MMRec and the authors' code use 4); None compares raw values.
     """
 
     topk: tuple[int, ...] = (10, 20)
     batch_size: int = 8192
     metric: str = "Recall@20"
+    stop_decimals: int | None = None
 
     def __post_init__(self):
         check(len(self.topk) > 0 and all(k >= 1 for k in self.topk), "eval.topk",
