@@ -7,7 +7,10 @@ The merge order is
     dataclass defaults -> shipped preset for (model, dataset) -> YAML file -> ``--set k=v``
 
 Keys are ``section.field`` (``train.lr``, ``rearm.n_layers``); a bare ``field`` is accepted
-where it names exactly one field. Unknown keys and wrong types raise :class:`ConfigError`.
+where it names exactly one field. Unknown keys and wrong types raise :class:`ConfigError`
+naming the file (for a YAML file) and the key, with the closest known key as a suggestion;
+MMRec's and RecBole's names for the same settings (:data:`FOREIGN_KEYS`) are suggested too.
+Model names go through :func:`rearm_dgl.models.registry.canonical` (``BPR`` is ``mf``).
 
 Each model's hyperparameters are a frozen dataclass that lives next to the model and is
 registered with it (see :mod:`rearm_dgl.models.base`); its YAML section is the model's name.
@@ -15,6 +18,9 @@ registered with it (see :mod:`rearm_dgl.models.base`); its YAML section is the m
 
 from __future__ import annotations
 
+import difflib
+import logging
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -28,6 +34,24 @@ from rearm_dgl.errors import ConfigError
 
 NEGATIVE_MODES = ("all_known", "train_only")
 DEVICES = ("auto", "cpu", "cuda")
+#: Largest seed: NumPy's seeding takes 0 <= seed < 2**32 (torch's takes more).
+SEED_MAX = 2**32 - 1
+
+#: MMRec's and RecBole's names for settings that are spelled differently here. An unknown
+#: key that is one of them gets the matching key as its suggestion; README.md has the table.
+FOREIGN_KEYS = {
+    "learning_rate": "train.lr",
+    "stopping_step": "train.patience",
+    "train_batch_size": "train.batch_size",
+    "eval_batch_size": "eval.batch_size",
+    "valid_metric": "eval.metric",
+    "knn_k": "graph.item_knn_k",
+    "use_gpu": "train.device",
+    "gpu_id": "train.device",
+    "data_path": "data.data_root",
+}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,6 +89,7 @@ class GraphConfig:
     def __post_init__(self):
         check(self.user_knn_k >= 1, "graph.user_knn_k", "must be >= 1")
         check(self.item_knn_k >= 1, "graph.item_knn_k", "must be >= 1")
+        check_seed("graph.seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -102,7 +127,9 @@ class TrainConfig:
         check(self.epochs >= 1, "train.epochs", "must be >= 1")
         check(self.patience >= 0, "train.patience", "must be >= 0")
         check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
-        check(self.lr > 0, "train.lr", "must be > 0")
+        check(math.isfinite(self.lr) and self.lr > 0, "train.lr",
+              f"must be a finite number > 0, got {self.lr}")
+        check_seed("train.seed", self.seed)
         check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
         check(self.checkpoint_minutes >= 0, "train.checkpoint_minutes", "must be >= 0")
 
@@ -174,7 +201,13 @@ class RunConfig:
 def check(ok: bool, key: str, message: str) -> None:
     """Raise :class:`ConfigError` ``"<key>: <message>"`` unless ``ok`` (config validation)."""
     if not ok:
-        raise ConfigError(f"{key}: {message}")
+        raise ConfigError(f"{key}: {message}", key=key)
+
+
+def check_seed(key: str, seed: int) -> None:
+    """A seed must be an integer in ``0..SEED_MAX``, the range every generator we seed takes."""
+    check(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= SEED_MAX, key,
+          f"must be an integer from 0 to {SEED_MAX} (2**32 - 1), got {seed!r}")
 
 
 def plain(value: Any) -> Any:
@@ -186,15 +219,21 @@ def plain(value: Any) -> Any:
 # Building and overriding
 
 
-def _model_config_cls(model: str) -> type:
+def _canonical(model: str) -> str:
     from rearm_dgl.models import registry
 
-    return registry.get(model).config_cls
+    return registry.canonical(model)
 
 
 def section_classes(model: str) -> dict[str, type]:
-    """YAML section name -> config dataclass for a run of ``model``, in YAML order."""
-    return {"data": DataConfig, "graph": GraphConfig, model: _model_config_cls(model),
+    """YAML section name -> config dataclass for a run of ``model``, in YAML order.
+
+    ``model`` may be any spelling the registry accepts; the section is its registered name.
+    """
+    from rearm_dgl.models import registry
+
+    cls = registry.get(model)
+    return {"data": DataConfig, "graph": GraphConfig, cls.name: cls.config_cls,
             "train": TrainConfig, "eval": EvalConfig}
 
 
@@ -236,7 +275,8 @@ def build_config(
     """Resolve a :class:`RunConfig`: defaults -> preset -> YAML file -> ``key=value`` list.
 
     Args:
-        model: Registered model name; a ``model:`` key in the file wins over it.
+        model: Model name, in any spelling the registry accepts (``mf``, ``BPR``,
+            ``LightGCN``); a ``model:`` key in the file wins over it.
         dataset: Dataset name or path; wins over the file's ``data.dataset``.
         file: Optional YAML file with the layout of ``RunConfig.to_dict()``.
         overrides: ``section.field=value`` strings (values parsed as YAML).
@@ -244,7 +284,8 @@ def build_config(
         mapping: A nested dict used instead of ``file`` (same layout).
 
     Raises:
-        ConfigError: for an unknown model, section or key, or a bad value.
+        ConfigError: for an unknown model, section or key, or a bad value; a problem in
+            ``file`` names the file.
     """
     file_dict: dict[str, Any] = dict(mapping or {})
     origin = "config" if mapping is not None else str(file)
@@ -257,7 +298,12 @@ def build_config(
     for key, value in pairs:
         if key == "model":
             model = value
-    classes = section_classes(model)  # unknown models fail here, before any file is read
+    try:
+        model = _canonical(str(model))
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}" if "model" in file_dict else str(exc),
+                          key="model") from None
+    classes = section_classes(model)
 
     dataset = dataset or _nested_get(file_dict, "data", "dataset") or "demo"
     for key, value in pairs:
@@ -271,23 +317,32 @@ def build_config(
         layers.append((origin, file_dict))
 
     values: dict[str, dict[str, Any]] = {section: {} for section in classes}
+    sources: dict[str, str] = {}  # section.field -> the file or preset that set it last
     for origin, layer in layers:
         for section, body in layer.items():
             if section == "model":
                 continue
             if section not in classes:
                 raise ConfigError(
-                    f"{origin}: unknown section {section!r}; expected one of "
+                    f"{origin}: unknown section {section!r}; "
+                    f"{_suggest_section(str(section), classes)}expected one of "
                     f"{sorted(classes)} (the model section is named after the model)")
             if not isinstance(body, dict):
                 raise ConfigError(f"{origin}: section {section!r} must be a mapping")
             for key, value in body.items():
-                values[section][key] = _coerce(classes[section], key, value, f"{section}.{key}")
+                try:
+                    _, name = _resolve_key(f"{section}.{key}", classes)
+                    values[section][name] = _coerce(classes[section], name, value,
+                                                    f"{section}.{name}")
+                except ConfigError as exc:
+                    raise ConfigError(f"{origin}: {exc}", key=exc.key) from None
+                sources[f"{section}.{name}"] = origin
     for key, value in pairs:
         if key == "model":
             continue
         section, name = _resolve_key(key, classes)
         values[section][name] = _coerce(classes[section], name, value, f"{section}.{name}")
+        sources.pop(f"{section}.{name}", None)
     values["data"]["dataset"] = dataset
 
     try:
@@ -301,6 +356,42 @@ def build_config(
         )
     except TypeError as exc:  # a dataclass rejected a keyword
         raise ConfigError(str(exc)) from None
+    except ConfigError as exc:  # a value check failed: name the file that set the value
+        if exc.key in sources:
+            raise ConfigError(f"{sources[exc.key]}: {exc}", key=exc.key) from None
+        raise
+
+
+def check_against_data(cfg: RunConfig, data: Any) -> None:
+    """Check the settings whose valid range depends on the loaded dataset.
+
+    A cut-off in ``eval.topk`` above the item count is refused: every item would be in the
+    top K and the metric would say nothing. A kNN size above the user or item count only logs
+    a warning, since the graph builders cap it (legal on tiny data) but the setting does not
+    mean what it says.
+
+    Args:
+        cfg: The run config.
+        data: The loaded dataset (``n_users``, ``n_items`` and ``name`` are read).
+
+    Raises:
+        ConfigError: naming ``eval.topk``, the item count and the fix.
+    """
+    too_big = [k for k in cfg.eval.topk if k > data.n_items]
+    check(not too_big, "eval.topk",
+          f"cut-off(s) {too_big} exceed the {data.n_items} items of dataset {data.name!r}, so "
+          f"every item would be in the top K; use cut-offs up to {data.n_items}, e.g. "
+          f"--set eval.topk=[{min(10, data.n_items)}]")
+    from rearm_dgl.models import registry
+
+    if not getattr(registry.get(cfg.model), "needs_graph", True):
+        return
+    for key, k, n, kind in (("graph.user_knn_k", cfg.graph.user_knn_k, data.n_users, "users"),
+                            ("graph.item_knn_k", cfg.graph.item_knn_k, data.n_items, "items")):
+        if k > n:
+            log.warning("%s=%d exceeds the %d %s of dataset %r: neighbour lists are cut at "
+                        "%d; set %s to at most %d to say what the graph holds",
+                        key, k, n, kind, data.name, n, key, n)
 
 
 def config_from_dict(d: dict[str, Any]) -> RunConfig:
@@ -379,22 +470,53 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def _resolve_key(key: str, classes: dict[str, type]) -> tuple[str, str]:
+    """``section.field`` (or a bare field naming one field) -> ``(section, field)``.
+
+    This is the one place where config keys are checked: ``--set``, YAML files, experiment
+    ``set:`` and variants all come through here.
+    """
     if "." in key:
         section, name = key.split(".", 1)
         if section not in classes:
-            raise ConfigError(f"{key}: unknown section {section!r}; expected one of "
-                              f"{sorted(classes)}")
+            raise ConfigError(f"{key}: unknown section {section!r}; {suggest_key(key, classes)}"
+                              f"sections are {sorted(classes)}", key=key)
         if name not in {f.name for f in fields(classes[section])}:
-            raise ConfigError(f"{key}: unknown field; {section} has "
-                              f"{sorted(f.name for f in fields(classes[section]))}")
+            raise ConfigError(f"{key}: unknown field; {suggest_key(key, classes)}{section} has "
+                              f"{sorted(f.name for f in fields(classes[section]))}", key=key)
         return section, name
     hits = [s for s, c in classes.items() if key in {f.name for f in fields(c)}]
     if len(hits) == 1:
         return hits[0], key
     if not hits:
-        raise ConfigError(f"{key}: unknown config key; run `rearm-dgl models` to list the "
-                          f"fields, or use section.field")
-    raise ConfigError(f"{key}: ambiguous, it is a field of {hits}; write section.field")
+        raise ConfigError(f"{key}: unknown config key; {suggest_key(key, classes)}write "
+                          f"section.field (`rearm-dgl models` lists the fields)", key=key)
+    raise ConfigError(f"{key}: ambiguous, it is a field of {hits}; write section.field, "
+                      f"e.g. {hits[-1]}.{key}", key=key)
+
+
+def suggest_key(key: str, classes: dict[str, type]) -> str:
+    """``"did you mean train.lr? "`` for an unknown ``key``, or ``""`` if nothing is close.
+
+    MMRec's and RecBole's names (:data:`FOREIGN_KEYS`) map to ours; other keys get the
+    closest known ``section.field`` by :func:`difflib.get_close_matches`.
+    """
+    name = key.split(".", 1)[-1]
+    full = {f"{s}.{f.name}": f.name for s, c in classes.items() for f in fields(c)}
+    if name in FOREIGN_KEYS and FOREIGN_KEYS[name] in full:
+        return f"did you mean {FOREIGN_KEYS[name]}? (MMRec and RecBole call it {name}) "
+    if "." in key:
+        close = difflib.get_close_matches(key, list(full), n=1)
+    else:  # a bare name: compare with bare names, suggest the full key
+        by_name: dict[str, list[str]] = {}
+        for k, n in full.items():
+            by_name.setdefault(n, []).append(k)
+        close = [by_name[c][-1] for c in difflib.get_close_matches(key, list(by_name), n=1)]
+    return f"did you mean {close[0]}? " if close else ""
+
+
+def _suggest_section(section: str, classes: dict[str, type]) -> str:
+    close = difflib.get_close_matches(section, list(classes), n=1)
+    return f"did you mean {close[0]}? " if close else ""
 
 
 def _coerce(cls: type, name: str, value: Any, where: str) -> Any:
@@ -450,6 +572,8 @@ def _coerce_type(hint: Any, value: Any) -> Any:
                 raise ValueError(f"must be a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"must be a number, got {value!r}")
+        if math.isnan(value):
+            raise ValueError("must be a number, got NaN")
         return float(value)
     if hint is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
@@ -464,7 +588,8 @@ def _coerce_type(hint: Any, value: Any) -> Any:
 
 __all__ = [
     "ConfigError", "DataConfig", "EvalConfig", "GraphConfig", "RunConfig", "TrainConfig",
-    "build_config", "check", "config_from_dict", "field", "field_names", "load_config", "parse_override",
-    "plain", "preset", "read_yaml", "section_classes",
-    "with_overrides", "NEGATIVE_MODES", "DEVICES",
+    "build_config", "check", "check_against_data", "check_seed", "config_from_dict", "field",
+    "field_names", "load_config", "parse_override", "plain", "preset", "read_yaml",
+    "section_classes", "suggest_key", "with_overrides", "FOREIGN_KEYS", "NEGATIVE_MODES",
+    "DEVICES", "SEED_MAX",
 ]

@@ -43,6 +43,7 @@ from typing import Any
 from rearm_dgl.config import read_yaml
 from rearm_dgl.errors import ConfigError, DataError, RearmError
 from rearm_dgl.io_utils import atomic_write_json, read_json
+from rearm_dgl.models.registry import canonical as canonical_model
 from rearm_dgl.tracking import config_fingerprint
 
 CELL_FILE = "cell.json"
@@ -238,7 +239,7 @@ def load_experiment(path: str | Path, runs_dir: str | Path | None = None) -> Exp
             raise ConfigError(f"{path}: '{key}' must be a mapping, got {value!r}")
         return value
 
-    models = need_list("models", str)
+    models = [canonical_model(m, where=f"{path}: models") for m in need_list("models", str)]
     datasets = need_list("datasets", str)
     seeds = need_list("seeds", int)
     variants = mapping("variants")

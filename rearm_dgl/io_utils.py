@@ -135,3 +135,25 @@ def hash_parts(parts: Iterable[Any]) -> str:
             h.update(json.dumps(part, sort_keys=True, default=json_default).encode())
         h.update(b"\x00")
     return h.hexdigest()
+
+
+@contextmanager
+def made_dirs(path: str | Path):
+    """Create folder ``path`` with its parents; on an exception remove the ones it created.
+
+    Only folders that did not exist before, and are empty again (the atomic writes above
+    leave nothing behind when they fail), are removed, so a failed write leaves no orphan
+    folder and never touches what was there.
+    """
+    path = Path(path)
+    created = [p for p in [path, *path.parents] if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        for folder in created:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty (or gone): leave it and everything above it
+        raise

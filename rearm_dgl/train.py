@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rearm_dgl import tracking
-from rearm_dgl.config import RunConfig, config_from_dict, with_overrides
+from rearm_dgl.config import RunConfig, check_against_data, config_from_dict, with_overrides
 from rearm_dgl.errors import ConfigError, DataError
 from rearm_dgl.evaluation import evaluate, model_scorer
 from rearm_dgl.io_utils import atomic_path
@@ -198,6 +198,7 @@ def fit(
 
         data = load_dataset(cfg.data)
     model_cls = registry.get(cfg.model)
+    check_against_data(cfg, data)
     if model_cls.needs_features:
         require_features(cfg.model, data)  # before the graph build, which could take minutes
     if graph is None and getattr(model_cls, "needs_graph", True):

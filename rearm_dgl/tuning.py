@@ -64,6 +64,7 @@ from rearm_dgl.config import (
 )
 from rearm_dgl.errors import ConfigError, RearmError
 from rearm_dgl.io_utils import atomic_dir, atomic_save, atomic_write_text
+from rearm_dgl.models.registry import canonical as canonical_model
 
 PRUNERS = ("median", "hyperband", "none")
 SPACE_TYPES = ("float", "int", "categorical")
@@ -550,6 +551,7 @@ def _plan(name: str | None, *, model: str | None, dataset: str | None,
           space: str | Path | None, overrides: Sequence[str], storage: str | None,
           studies_dir: Path) -> _Plan:
     """Resolve and check a run's settings; reads (never writes) an existing study."""
+    model = canonical_model(model) if model else None  # -m BPR is mf, LightGCN is lightgcn
     model_hint = model or "rearm"
     if name is None:
         from rearm_dgl.tracking import dataset_label

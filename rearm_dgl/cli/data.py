@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import click
 import numpy as np
 
-from rearm_dgl.config import DataConfig, GraphConfig
+from rearm_dgl.config import DataConfig, GraphConfig, check_seed
 from rearm_dgl.errors import ConfigError
 from rearm_dgl.io_utils import json_default
 
@@ -36,6 +35,8 @@ def demo(out: Path, seed: int | None) -> None:
     from rearm_dgl.data.io import write_mmrec
     from rearm_dgl.data.synthetic import DEMO_NOTE, DemoParams, generate
 
+    if seed is not None:
+        check_seed("--seed", seed)
     params = DemoParams() if seed is None else DemoParams(seed=seed)
     d = generate(params)
     meta = {"stand_in": True, "seed": params.seed, "note": DEMO_NOTE}
@@ -64,11 +65,7 @@ def info(name_or_path: str, data_root: str | None, cache_dir: str, with_graph: b
 
     cfg = DataConfig(dataset=name_or_path, cache_dir=cache_dir,
                      **({"data_root": data_root} if data_root else {}))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ds = load_dataset(cfg)
-    for w in caught:
-        click.echo(f"warning: {w.message}", err=True)
+    ds = load_dataset(cfg)  # warnings (dropped rows) reach stderr through the log handler
 
     stats = ds.summary()
     stats.update(density=ds.density, cold_users=int(ds.cold_users.size),

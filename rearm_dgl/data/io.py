@@ -19,7 +19,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from rearm_dgl.errors import DataError
-from rearm_dgl.io_utils import atomic_save, atomic_write_bytes, atomic_write_json
+from rearm_dgl.io_utils import atomic_save, atomic_write_bytes, atomic_write_json, made_dirs
 
 log = logging.getLogger("rearm_dgl.data")
 
@@ -48,6 +50,13 @@ DOWNLOAD_HINT = (
     f"release ({REARM_DATA_URL}, likewise /Sports and /Clothing, or the Dropbox link in the "
     f"REARM README: train/valid/test.npy plus features); the layout is in data/README.md"
 )
+#: Dataset folder names whose missing files the download hint is about.
+PAPER_DATASETS = ("baby", "sports", "clothing")
+
+
+def _download_hint(directory: Path) -> str:
+    """``"; <where to download>"`` for the paper's datasets, else ``""``."""
+    return f"; {DOWNLOAD_HINT}" if directory.name.lower() in PAPER_DATASETS else ""
 
 
 @dataclass
@@ -90,7 +99,7 @@ def find_layout(directory: Path) -> tuple[str, list[Path]]:
     if not directory.is_dir():
         raise DataError(directory, "dataset directory not found",
                         f"pass an existing folder, set --data-root or $REARM_DGL_DATA, or use the "
-                        f"built-in `demo`; {DOWNLOAD_HINT}")
+                        f"built-in `demo`{_download_hint(directory)}")
     npy = [directory / SPLIT_FILES[s] for s in SPLITS]
     present = [p for p in npy if p.is_file()]
     inters = sorted(p for p in directory.glob(f"*{INTER_SUFFIX}") if p.is_file())
@@ -113,12 +122,13 @@ def find_layout(directory: Path) -> tuple[str, list[Path]]:
         raise DataError(missing[0], "split file missing (found "
                         f"{', '.join(p.name for p in present)} but not "
                         f"{', '.join(p.name for p in missing)})",
-                        f"add the missing split(s) as int64 arrays of shape (2, N); "
-                        f"{DOWNLOAD_HINT}")
+                        f"add the missing split(s) as int64 arrays of shape (2, N)"
+                        f"{_download_hint(directory)}")
     raise DataError(directory / SPLIT_FILES["train"],
                     f"no split files: expected train.npy, valid.npy and test.npy (REARM layout) "
                     f"or {directory.name}{INTER_SUFFIX} (MMRec layout) in {directory}",
-                    DOWNLOAD_HINT)
+                    "write the splits in one of the layouts of data/README.md"
+                    f"{_download_hint(directory)}")
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -296,14 +306,20 @@ def write_mmrec(directory: str | Path, name: str, splits: dict[str, np.ndarray],
         The paths written.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    written = [directory / f"{name}{INTER_SUFFIX}"]
-    write_inter(written[0], splits)
-    for arr, fname in ((image_feat, IMAGE_FILE), (text_feat, TEXT_FILE)):
-        if arr is not None:
-            save_npy(directory / fname, np.asarray(arr, dtype=np.float32))
-            written.append(directory / fname)
-    if features_meta is not None:
-        atomic_write_json(directory / FEATURES_JSON, features_meta)
-        written.append(directory / FEATURES_JSON)
-    return written
+    # Every file is written into a scratch folder first and moved into place only when all
+    # are written, so a failure leaves neither a partial dataset nor a new empty folder.
+    with made_dirs(directory), tempfile.TemporaryDirectory(prefix=".write-",
+                                                           dir=directory) as scratch:
+        tmp = Path(scratch)
+        names = [f"{name}{INTER_SUFFIX}"]
+        write_inter(tmp / names[0], splits)
+        for arr, fname in ((image_feat, IMAGE_FILE), (text_feat, TEXT_FILE)):
+            if arr is not None:
+                save_npy(tmp / fname, np.asarray(arr, dtype=np.float32))
+                names.append(fname)
+        if features_meta is not None:
+            atomic_write_json(tmp / FEATURES_JSON, features_meta)
+            names.append(FEATURES_JSON)
+        for fname in names:
+            os.replace(tmp / fname, directory / fname)
+    return [directory / fname for fname in names]
