@@ -219,12 +219,6 @@ def plain(value: Any) -> Any:
 # Building and overriding
 
 
-def _canonical(model: str) -> str:
-    from rearm_dgl.models import registry
-
-    return registry.canonical(model)
-
-
 def section_classes(model: str) -> dict[str, type]:
     """YAML section name -> config dataclass for a run of ``model``, in YAML order.
 
@@ -293,16 +287,15 @@ def build_config(
         file_dict = read_yaml(file, "config file not found; check the --config path") or {}
         if not isinstance(file_dict, dict):
             raise ConfigError(f"{file}: expected a mapping of sections at the top level")
+    from rearm_dgl.models import registry
+
+    model_from = f"{origin}: model" if "model" in file_dict else "model"  # for the message
     model = file_dict.get("model", model)
     pairs = [parse_override(o) for o in overrides]
     for key, value in pairs:
         if key == "model":
-            model = value
-    try:
-        model = _canonical(str(model))
-    except ConfigError as exc:
-        raise ConfigError(f"{origin}: {exc}" if "model" in file_dict else str(exc),
-                          key="model") from None
+            model, model_from = value, "--set model"
+    model = registry.canonical(str(model), where=model_from)  # BPR -> mf, LightGCN -> lightgcn
     classes = section_classes(model)
 
     dataset = dataset or _nested_get(file_dict, "data", "dataset") or "demo"

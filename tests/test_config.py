@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+from types import SimpleNamespace
+
 import pytest
 import yaml
 
 from rearm_dgl.config import (
+    SEED_MAX,
+    GraphConfig,
     RunConfig,
+    TrainConfig,
     build_config,
+    check_against_data,
     config_from_dict,
     field_names,
     load_config,
@@ -157,3 +164,51 @@ def test_preset_file_entries_are_valid_for_every_model():
             table = preset(model, dataset)
             assert isinstance(table, dict)
             build_config(model, dataset)  # raises ConfigError on a bad preset entry
+
+
+@pytest.mark.parametrize("cls,key", [(TrainConfig, "train.seed"), (GraphConfig, "graph.seed")])
+def test_seeds_take_the_numpy_range(cls, key):
+    assert cls(seed=0).seed == 0 and cls(seed=SEED_MAX).seed == SEED_MAX
+    for bad in (-1, SEED_MAX + 1, True):
+        with pytest.raises(ConfigError, match=key) as info:
+            cls(seed=bad)
+        assert info.value.key == key
+
+
+@pytest.mark.parametrize("override,key", [("mf.reg_weight=.nan", "mf.reg_weight"),
+                                          ("train.lr=nan", "train.lr"),
+                                          ("train.lr=.inf", "train.lr")])
+def test_nan_and_infinite_rates_are_refused(override, key):
+    with pytest.raises(ConfigError, match=key):
+        build_config("mf", overrides=[override])
+
+
+def test_a_value_check_names_the_file_that_set_it(tmp_path):
+    f = write_yaml(tmp_path / "c.yaml", {"train": {"lr": 0, "seed": 3}})
+    with pytest.raises(ConfigError, match=f"^{tmp_path / 'c.yaml'}: train.lr: must be"):
+        build_config("mf", file=f)
+    # a --set value that replaces the file's is reported as the --set's own
+    with pytest.raises(ConfigError, match=r"^train.seed: must be"):
+        build_config("mf", file=f, overrides=["train.lr=0.1", "train.seed=-1"])
+
+
+def test_check_against_data(caplog):
+    data = SimpleNamespace(n_users=5, n_items=8, name="small")
+    ok = build_config("lightgcn", overrides=["eval.topk=[5,8]", "eval.metric=Recall@8",
+                                             "graph.user_knn_k=5", "graph.item_knn_k=8"])
+    with caplog.at_level(logging.WARNING, logger="rearm_dgl"):
+        check_against_data(ok, data)
+    assert caplog.text == ""
+    with pytest.raises(ConfigError, match=r"eval.topk: cut-off\(s\) \[10, 20\] exceed the 8 "):
+        check_against_data(build_config("lightgcn"), data)
+    big_k = with_overrides(ok, {"graph.user_knn_k": 6, "graph.item_knn_k": 9})
+    with caplog.at_level(logging.WARNING, logger="rearm_dgl"):
+        check_against_data(big_k, data)
+    assert "graph.user_knn_k=6 exceeds the 5 users" in caplog.text
+    assert "graph.item_knn_k=9 exceeds the 8 items" in caplog.text
+    caplog.clear()
+    mf = build_config("mf", overrides=["eval.topk=[5]", "eval.metric=Recall@5",
+                                       "graph.user_knn_k=50"])
+    with caplog.at_level(logging.WARNING, logger="rearm_dgl"):
+        check_against_data(mf, data)  # mf builds no graph: its kNN sizes do not matter
+    assert caplog.text == ""
