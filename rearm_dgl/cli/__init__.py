@@ -13,6 +13,7 @@ reach the terminal as ``warning: ...`` lines.
 
 from __future__ import annotations
 
+import errno
 import logging
 
 import click
@@ -60,6 +61,8 @@ class RearmGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_INPUT)
         except OSError as exc:
+            if exc.errno == errno.EPIPE:  # `rearm-dgl models | head`: Click quietens it
+                raise
             click.echo(f"error: {describe_os_error(exc)}", err=True)
             ctx.exit(EXIT_OS)
 
