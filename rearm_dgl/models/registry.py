@@ -16,9 +16,6 @@ from rearm_dgl.errors import ConfigError
 _MODELS: dict[str, type] = {}
 _BUILTIN = ("rearm", "mf", "lightgcn", "vbpr", "freedom")
 
-#: MMRec (and RecBole) model names that differ from ours by more than letter case.
-ALIASES = {"bpr": "mf", "bprmf": "mf"}
-
 
 def register(cls: type) -> type:
     """Class decorator: register a :class:`~rearm_dgl.models.base.Recommender` by its ``name``."""
@@ -42,6 +39,10 @@ def names() -> list[str]:
     """The registered model names, sorted."""
     _load_builtins()
     return sorted(_MODELS)
+
+
+#: MMRec (and RecBole) model names that differ from ours by more than letter case.
+ALIASES = {"bpr": "mf", "bprmf": "mf"}
 
 
 def canonical(name: str, where: str = "model") -> str:
