@@ -127,11 +127,11 @@ class TrainConfig:
         check(self.epochs >= 1, "train.epochs", "must be >= 1")
         check(self.patience >= 0, "train.patience", "must be >= 0")
         check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
-        check(math.isfinite(self.lr) and self.lr > 0, "train.lr",
-              f"must be a finite number > 0, got {self.lr}")
-        check_seed("train.seed", self.seed)
+        check(self.lr > 0, "train.lr", "must be > 0")
         check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
         check(self.checkpoint_minutes >= 0, "train.checkpoint_minutes", "must be >= 0")
+        check(math.isfinite(self.lr), "train.lr", f"must be finite, got {self.lr}")
+        check_seed("train.seed", self.seed)
 
 
 @dataclass(frozen=True)
