@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rearm_dgl.tuning import PRUNERS
+from rearm_dgl.tuning.objective import PRUNERS
 
 
 @click.command()
@@ -23,14 +23,18 @@ from rearm_dgl.tuning import PRUNERS
                    "postgresql://user:pass@host:5432/db (default: the journal file "
                    "<studies-dir>/<study>/journal.log).")
 @click.option("--space", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Search-space YAML (default: the study's, else <studies-dir>/<model>.yaml).")
+              help="Search-space YAML (default: the study's, else the space shipped for the "
+                   "model, rearm_dgl/studies/<model>.yaml).")
 @click.option("--timeout", type=float, default=None, metavar="SECONDS",
               help="Start no new trial after this many seconds.")
-@click.option("--seed", type=int, default=2025, show_default=True,
-              help="Seed of the TPE sampler (worker k uses seed + k).")
+@click.option("--sampler-seed", "seed", type=click.IntRange(0, 2**32 - 1), default=2025,
+              show_default=True,
+              help="Seed of the TPE sampler; each worker mixes in its host and process id, so "
+                   "workers never propose the same points. (Each trial's training seed is "
+                   "train.seed; fix it with --set train.seed=N.)")
 @click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True,
               help="Stop unpromising trials early from their per-epoch validation metric.")
-@click.option("--jobs", type=int, default=1, show_default=True,
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local worker processes sharing the storage.")
 @click.option("--summary", is_flag=True,
               help="Only write the outputs of an existing study (trials.csv, best.yaml, plots, "
@@ -49,16 +53,21 @@ def tune(dataset, model, trials, study, storage, space, timeout, seed, pruner, j
     it with `rearm-dgl train --config`), plots/*.png and a TensorBoard hparams view.
     """
     from rearm_dgl import tuning
+    from rearm_dgl.workers import Interrupted
 
     if summary:
         if study is None:
             raise click.UsageError("--summary needs --study NAME")
         result = tuning.summarize(study, storage=storage, studies_dir=studies_dir)
     else:
-        result = tuning.run_study(
-            study, model=model, dataset=dataset, space=space, overrides=overrides,
-            trials=trials, timeout=timeout, seed=seed, pruner=pruner, jobs=jobs,
-            storage=storage, studies_dir=studies_dir, echo=click.echo)
+        try:
+            result = tuning.run_study(
+                study, model=model, dataset=dataset, space=space, overrides=overrides,
+                trials=trials, timeout=timeout, seed=seed, pruner=pruner, jobs=jobs,
+                storage=storage, studies_dir=studies_dir, echo=click.echo)
+        except Interrupted as exc:
+            click.echo(f"interrupted: {exc}", err=True)
+            raise SystemExit(130) from None
     click.echo(result.describe())
 
 
