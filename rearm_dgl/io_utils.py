@@ -54,6 +54,8 @@ def atomic_dir(path: str | Path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    # mkdtemp creates 0700 folders; give the result the usual umask-based mode.
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         old = None

@@ -21,6 +21,7 @@ Both ``rearm-dgl tune`` (trials) and ``rearm-dgl experiment run`` (cells) use th
 from __future__ import annotations
 
 import ctypes
+import logging
 import multiprocessing
 import os
 import signal
@@ -28,6 +29,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -316,6 +318,19 @@ class Progress:
             self.echo(f"{self.tag} {line}")
 
 
+@contextmanager
+def quiet_fit_warnings():
+    """Silence ``fit``'s own "continue with rearm-dgl train --resume" advice: under a
+    worker, the command that started the worker is what resumes the work."""
+    log = logging.getLogger("rearm_dgl.train")
+    before = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(before)
+
+
 def duration(seconds: float) -> str:
     """``3h05m``, ``4m10s`` or ``12s``."""
     seconds = int(round(seconds))
@@ -327,5 +342,5 @@ def duration(seconds: float) -> str:
 
 
 __all__ = ["Claim", "ClaimStore", "FileClaims", "Heartbeat", "Interrupted", "Progress",
-           "duration", "identity", "interrupt_on_sigterm", "is_dead", "restore_sigterm",
+           "duration", "identity", "quiet_fit_warnings", "interrupt_on_sigterm", "is_dead", "restore_sigterm",
            "run_workers", "share_threads"]

@@ -48,7 +48,7 @@ class RunSummary:
 
     def text(self) -> str:
         out = [f"ran {len(self.ran)}, already done {len(self.skipped)}, "
-               f"running elsewhere {len(self.busy)}, failed {len(self.failed)}"]
+               f"run by other workers {len(self.busy)}, failed {len(self.failed)}"]
         out += [f"  failed: {p}: {msg}  (details in {p / ERROR_FILE})" for p, msg in self.failed]
         return "\n".join(out)
 
@@ -101,17 +101,12 @@ def run_experiment(file: str | Path | Experiment, jobs: int = 1,
                     f"directories away, or give the experiment a new name, then run again")
             store.register()
         summary = RunSummary()
-        todo = []
-        for s in statuses:
-            if s.state == "done":
-                summary.skipped.append(s.run_dir)
-            elif s.state == "running":
-                summary.busy.append(s.run_dir)
-            else:
-                todo.append(s.cell)
+        summary.skipped = [s.run_dir for s in statuses if s.state == "done"]
+        todo = [s.cell for s in statuses if s.state != "done"]
+        running = sum(s.state == "running" for s in statuses)
         say(f"experiment {exp.name} ({store.where or 'this machine'}): {len(todo)} of "
-            f"{len(statuses)} cells to run ({len(summary.skipped)} done, {len(summary.busy)} "
-            f"running elsewhere), {jobs} worker(s)")
+            f"{len(statuses)} cells to run ({len(summary.skipped)} done, {running} running "
+            f"elsewhere), {jobs} worker(s)")
         if not todo:
             return summary
         if jobs <= 1:
@@ -127,29 +122,31 @@ def run_experiment(file: str | Path | Experiment, jobs: int = 1,
                 name="rearm-experiment")
             for line in failures:
                 say(f"note: {line}")
-            outcomes = _outcomes_after(exp, store, todo, data_fps)
+            outcomes = _outcomes_after_workers(exp, store, todo, data_fps)
     finally:
         store.close()
-    for cell, (state, msg) in outcomes.items():
+    for cell in todo:
+        state, msg = outcomes.get(cell, ("elsewhere", ""))
         run_dir = exp.run_dir(cell)
         if state == "done":
             summary.ran.append(run_dir)
-        elif state == "running":
-            summary.busy.append(run_dir)
         elif state == "failed":
             summary.failed.append((run_dir, msg))
+        else:
+            summary.busy.append(run_dir)
     return summary
 
 
-def _outcomes_after(exp: Experiment, store: Any, todo: Sequence[Cell],
-                    data_fps: dict[str, str]) -> dict[Cell, tuple[str, str]]:
-    """How the cells of ``todo`` stand after the workers ended."""
+def _outcomes_after_workers(exp: Experiment, store: Any, todo: Sequence[Cell],
+                            data_fps: dict[str, str]) -> dict[Cell, tuple[str, str]]:
+    """How the cells of ``todo`` stand after this command's workers ended."""
     by_cell = {s.cell: s for s in experiment_status(exp, check_data=False, store=store)}
     out = {}
     for cell in todo:
-        s = by_cell[cell]
-        state = "done" if store.is_done(cell, data_fps) else s.state
-        out[cell] = (state, s.detail)
+        if store.is_done(cell, data_fps):
+            out[cell] = ("done", "")
+        elif by_cell[cell].state == "failed":
+            out[cell] = ("failed", by_cell[cell].detail)
     return out
 
 
@@ -176,44 +173,58 @@ def run_cells(exp: Experiment, store: Any, cells: Sequence[Cell], data_fps: dict
     Args:
         jobs: Workers sharing the cells, for the time-left estimate.
 
+    Cells that other workers hold are tried again every ``store.poll_seconds`` until they
+    are done (or this worker took over a dead worker's claim and ran them).
+
     Returns:
-        ``{cell: (state, message)}`` for the cells this worker ran or found busy.
+        ``{cell: (state, message)}`` for the cells this worker ran.
     """
     outcomes: dict[Cell, tuple[str, str]] = {}
     durations: list[float] = []
     datasets: dict[str, Any] = {}
-    for i, cell in enumerate(cells):
-        if store.is_done(cell, data_fps):
-            continue  # another worker finished it meanwhile
-        claim = store.claim(cell)
-        if claim is None:
-            outcomes[cell] = ("running", "another worker holds it")
-            continue
-        try:
-            if store.is_done(cell, data_fps):  # finished between the check and the claim
-                store.release(claim)
+    pending = list(cells)
+    while pending:
+        busy = []
+        for cell in pending:
+            if store.is_done(cell, data_fps):
+                continue  # another worker finished it meanwhile
+            claim = store.claim(cell)
+            if claim is None:
+                busy.append(cell)
                 continue
-            if cell.dataset not in datasets:
-                datasets = {cell.dataset: _load_data(exp, cell.dataset)}  # keep one in memory
-            run_dir = exp.run_dir(cell)
-            echo(f"[{cell.key}] started in {run_dir}")
-            t0 = time.monotonic()
-            state, msg = run_cell(exp.config(cell), run_dir, exp.cell_info(cell),
-                                  data=datasets[cell.dataset], callbacks=callbacks,
-                                  progress=workers.Progress(f"[{cell.key}]", echo))
-            took = time.monotonic() - t0
-            if state == "done":
-                if not store.record(claim, cell, run_dir):
-                    state, msg = "failed", ("its claim expired while it ran and another worker "
-                                            "took the cell over; this result is not recorded")
-            else:
-                store.fail(claim, msg)
-        except BaseException:  # Ctrl-C, SIGTERM or a bug: the cell stays resumable
-            store.release(claim)
-            raise
-        outcomes[cell] = (state, msg)
-        durations.append(took)
-        echo(_end_line(exp, cell, state, msg, took, durations, len(cells) - i - 1, jobs))
+            try:
+                if store.is_done(cell, data_fps):  # finished between the check and the claim
+                    store.release(claim)
+                    continue
+                if cell.dataset not in datasets:
+                    datasets = {cell.dataset: _load_data(exp, cell.dataset)}  # keep one
+                run_dir = exp.run_dir(cell)
+                echo(f"[{cell.key}] started in {run_dir}")
+                t0 = time.monotonic()
+                with workers.quiet_fit_warnings():
+                    state, msg = run_cell(exp.config(cell), run_dir, exp.cell_info(cell),
+                                          data=datasets[cell.dataset], callbacks=callbacks,
+                                          progress=workers.Progress(f"[{cell.key}]", echo))
+                took = time.monotonic() - t0
+                if state == "done":
+                    if not store.record(claim, cell, run_dir):
+                        state, msg = "failed", ("its claim expired while it ran and another "
+                                                "worker took the cell over; this result is not "
+                                                "recorded")
+                else:
+                    store.fail(claim, msg)
+            except BaseException:  # Ctrl-C, SIGTERM or a bug: the cell stays resumable
+                store.release(claim)
+                raise
+            outcomes[cell] = (state, msg)
+            durations.append(took)
+            left = sum(1 for c in cells if c not in outcomes)
+            echo(_end_line(exp, cell, state, msg, took, durations, left, jobs))
+        # Cells other workers hold: wait for them to finish, or for a dead worker's claim to
+        # expire and take the cell over.
+        pending = busy
+        if pending:
+            time.sleep(store.poll_seconds)
     return outcomes
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 import uuid
 import zipfile
@@ -39,9 +40,10 @@ CLAIMS_DIR = ".claims"
 STORED_FILES = ("results.json", "config.yaml", "env.json", "cell.json", "metrics.jsonl",
                 "per_user_test.npz")
 #: A database claim is renewed this often (seconds) ...
-HEARTBEAT_INTERVAL = 20.0
-#: ... and expires when it was not renewed for this long.
-GRACE_PERIOD = 90.0
+HEARTBEAT_INTERVAL = float(os.environ.get("REARM_DGL_HEARTBEAT_SECONDS", 20))
+#: ... and expires when it was not renewed for this long (both may be set in the
+#: environment, e.g. a longer grace period for a network with long stalls).
+GRACE_PERIOD = float(os.environ.get("REARM_DGL_CLAIM_GRACE_SECONDS", 90))
 
 
 def cells_fingerprint(exp: Experiment) -> str:
@@ -73,6 +75,8 @@ class LocalStore:
     """Claims by file lock, results in run folders (see the module docstring)."""
 
     where: str | None = None
+    #: Seconds between tries of cells that other processes hold.
+    poll_seconds = 2.0
 
     def __init__(self, exp: Experiment):
         self.exp = exp
@@ -125,6 +129,7 @@ class DatabaseStore:
         from rearm_dgl.tuning.storage import describe_url, engine_kwargs, parse_database_url
 
         self.exp = exp
+        self.poll_seconds = min(5.0, HEARTBEAT_INTERVAL)
         self.url = parse_database_url(url)
         self.where = describe_url(self.url)
         self.sa = sa

@@ -214,14 +214,21 @@ def objective_factory(spec: WorkerSpec, runner: Callable,
                 raise optuna.TrialPruned(f"epoch {epoch}: {metric} {value:.4f}")
 
         try:
-            result = runner(cfg, run_dir, report,
-                            workers.Progress(f"trial {trial.number}", echo))
+            with workers.quiet_fit_warnings():
+                result = runner(cfg, run_dir, report,
+                                workers.Progress(f"trial {trial.number}", echo))
         except KeyboardInterrupt:
             # Stopped by SIGTERM or Ctrl-C: the trial is failed by Optuna; queue its point
             # again so that the same command resumes the study with it.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            trial.set_user_attr("error", "stopped by a signal; queued again")
             requeue(trial.study, trial.study._storage.get_trial(trial._trial_id))
+            raise
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}".splitlines()[0])
             raise
         for name, value in result.valid.items():
             trial.set_user_attr(f"valid.{name}", float(value))
@@ -251,7 +258,8 @@ def trial_line(study: optuna.Study, t: FrozenTrial, metric: str) -> str:
         return (f"trial {t.number}: not run, trial {t.user_attrs['duplicate_of']} already has "
                 f"its point")
     else:
-        what = f"failed{took}"
+        what = f"failed{took}" + (f" ({t.user_attrs['error']})" if "error" in t.user_attrs
+                                  else "")
     try:
         best = study.best_trial
         tail = f"  (best {best.value:.4f}, trial {best.number})"

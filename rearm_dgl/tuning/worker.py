@@ -79,7 +79,8 @@ def run_worker(spec: WorkerSpec, runner: Callable | None = None,
             :class:`FitRunner` if None.
         echo: Where progress lines go.
     """
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Failed trials are reported by trial_line, with their error, not by Optuna's traceback.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(spec.storage, echo)
     base_epochs = int(spec.base["train"]["epochs"])
     n_trials = len(storage.get_all_trials(storage.get_study_id_from_name(spec.study),
