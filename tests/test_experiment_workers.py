@@ -138,6 +138,9 @@ def test_two_machines_one_killed_mid_cell_then_report_from_a_third(tmp_path):
             [*CLI, "report", "--storage", url, "--experiment", f, "--out", "rep"],
             cwd=third, env=env(), capture_output=True, text=True, timeout=300)
         assert rep.returncode == 0, rep.stdout + rep.stderr
+        status = subprocess.run(experiment("status", f, "--storage", url), cwd=third, env=env(),
+                                capture_output=True, text=True, timeout=120)
+        assert status.returncode == 0 and "6 done" in status.stdout, status.stdout
         # ... equals the report of the same cells run locally.
         local = tmp_path / "local"
         subprocess.run(experiment("run", f), cwd=local if local.mkdir() is None else local,

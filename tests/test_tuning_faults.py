@@ -198,6 +198,11 @@ def test_a_corrupt_or_foreign_journal_is_refused_by_name(tmp_path, damage):
 # Features checked first; a failed preset trial runs again
 
 
+def test_tune_seed_is_not_the_sampler_seed():
+    result = cli("tune", "--seed", 3, "--trials", 1, code=2)
+    assert "--sampler-seed" in result.output and "train.seed" in result.output
+
+
 def test_missing_features_are_refused_before_the_study_exists(tmp_path):
     data_dir = write_tiny_dataset(tmp_path / "plain", features=False)
     studies = tmp_path / "studies"

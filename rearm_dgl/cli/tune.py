@@ -32,6 +32,8 @@ from rearm_dgl.tuning.objective import PRUNERS
               help="Seed of the TPE sampler; each worker mixes in its host and process id, so "
                    "workers never propose the same points. (Each trial's training seed is "
                    "train.seed; fix it with --set train.seed=N.)")
+@click.option("--seed", "old_seed", default=None, hidden=True,
+              help="Renamed: --sampler-seed (the sampler) or --set train.seed=N (training).")
 @click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True,
               help="Stop unpromising trials early from their per-epoch validation metric.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
@@ -44,8 +46,8 @@ from rearm_dgl.tuning.objective import PRUNERS
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Fix a config value for every trial, e.g. --set train.epochs=50 "
                    "(repeatable; a fixed key is left out of the search).")
-def tune(dataset, model, trials, study, storage, space, timeout, seed, pruner, jobs, summary,
-         studies_dir, overrides) -> None:
+def tune(dataset, model, trials, study, storage, space, timeout, seed, old_seed, pruner, jobs,
+         summary, studies_dir, overrides) -> None:
     """Tune a model's hyperparameters with Optuna (TPE sampler, pruning on validation).
 
     Trial 0 is the paper's preset for the dataset. Each trial is a run folder under
@@ -54,6 +56,11 @@ def tune(dataset, model, trials, study, storage, space, timeout, seed, pruner, j
     """
     from rearm_dgl import tuning
     from rearm_dgl.workers import Interrupted
+
+    if old_seed is not None:
+        # `train --seed` is the training seed; here it would have meant the sampler's.
+        raise click.UsageError("tune has no --seed: use --sampler-seed N for the sampler, or "
+                               "--set train.seed=N for the training seed of every trial")
 
     if summary:
         if study is None:
