@@ -57,9 +57,14 @@ def share_threads(jobs: int) -> int:
 def interrupt_on_sigterm() -> Any:
     """Make SIGTERM raise :class:`Interrupted` in the main thread (as Ctrl-C does).
 
+    Outside the main thread (where Python cannot set handlers) nothing changes.
+
     Returns:
         The previous handler, for :func:`restore_sigterm`.
     """
+    if threading.current_thread() is not threading.main_thread():
+        return _UNCHANGED
+
     def handler(signum, frame):
         raise Interrupted(f"signal {signum}")
 
@@ -68,7 +73,11 @@ def interrupt_on_sigterm() -> Any:
 
 def restore_sigterm(previous: Any) -> None:
     """Put back the SIGTERM handler that :func:`interrupt_on_sigterm` replaced."""
-    signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    if previous is not _UNCHANGED:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+_UNCHANGED = object()
 
 
 def run_workers(target: Callable[..., None], args: Sequence[tuple], *, name: str,

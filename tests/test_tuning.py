@@ -141,6 +141,9 @@ def test_cli_study_preset_trial_outputs_and_best_yaml_trains(tmp_path):
     out = cli("tune", "--dataset", data_dir, "--space", TINY_SPACE, "--trials", 4, "--study",
               "s4", "--studies-dir", studies, "--sampler-seed", 1, *FIXED).output
     assert "best: trial" in out
+    for n in range(4):  # progress lines tagged with the trial, and its closing line
+        assert f"trial {n} epoch 1 valid Recall@20 " in out
+        assert f"trial {n}: complete, Recall@20 " in out
     study_dir = studies / "s4"
     study = load(study_dir)
     trials = sorted(study.trials, key=lambda t: t.number)
