@@ -219,3 +219,22 @@ def test_cli_run_with_two_jobs(tmp_path):
         assert res["status"] == "completed" and res["seed"] == seed
     result = CliRunner().invoke(main, ["experiment", "run", str(f), "--jobs", "2"])
     assert "ran 0, already done 2" in result.output
+
+
+def test_shipped_experiment_files_resolve_from_any_folder(tmp_path, monkeypatch):
+    from rearm_dgl.cli import main
+    from rearm_dgl.studies import FOLDER
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("main_tiny.yaml", "studies/main_tiny.yaml"):
+        exp = load_experiment(name)
+        assert exp.source == FOLDER / "main_tiny.yaml" and exp.name == "main_tiny"
+        assert exp.cell_info(exp.cells()[0])["experiment_file"] == "main_tiny.yaml"
+    result = CliRunner().invoke(main, ["experiment", "status", "ablation_tiny.yaml",
+                                       "--no-data-check"])
+    assert result.exit_code == 0 and "ablation_tiny" in result.output, result.output
+    # A user's own file of the same name wins.
+    write_exp(tmp_path / "main_tiny.yaml", name="mine", models=["mf"], datasets=["demo"],
+              seeds=[1])
+    assert load_experiment("main_tiny.yaml").name == "mine"
+    assert list(tmp_path.iterdir()) == [tmp_path / "main_tiny.yaml"]  # status wrote nothing

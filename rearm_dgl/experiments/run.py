@@ -84,6 +84,10 @@ def run_experiment(file: str | Path | Experiment, jobs: int = 1,
     say = echo or (lambda _msg: None)
     store = open_store(exp, storage)
     try:
+        if storage:  # an unreachable database fails first, before the data is loaded
+            from rearm_dgl.tuning.storage import check_reachable
+
+            check_reachable(store.url)
         data_fps = check_datasets(exp)
         if storage:
             # Registering checks that the database is reachable and holds this grid (or

@@ -168,7 +168,19 @@ class Experiment:
                 "label": self.label(cell.variant), "seed": cell.seed,
                 "overrides": dict(cell.overrides), "sweep": dict(cell.sweep),
                 "set": dict(self.set),
-                "experiment_file": str(self.source) if self.source else ""}
+                "experiment_file": self.source_label}
+
+    @property
+    def source_label(self) -> str:
+        """The file as a user names it: a shipped file by its name (it resolves from any
+        folder), any other by its path."""
+        from rearm_dgl.studies import FOLDER
+
+        if self.source is None:
+            return ""
+        if Path(self.source).resolve().parent == FOLDER:
+            return Path(self.source).name
+        return str(self.source)
 
 
 def _applies(key: str, model: str) -> bool:
