@@ -14,6 +14,7 @@ import random
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,18 +242,14 @@ def _journal_refusal(path: Path, problem: str, line: int | None = None) -> str:
             f"give the study another --study name or --studies-dir")
 
 
-class _held:
+@contextmanager
+def _held(lock: Any):
     """Hold an Optuna journal lock in a ``with`` block."""
-
-    def __init__(self, lock: Any):
-        self.lock = lock
-
-    def __enter__(self):
-        self.lock.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self.lock.release()
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def existing_study(spec: StorageSpec, name: str) -> tuple[optuna.storages.BaseStorage | None,
