@@ -235,7 +235,7 @@ def test_a_failed_preset_trial_is_run_again(tmp_path):
 def test_tune_from_an_empty_folder_prints_tagged_progress(tmp_path):
     folder = tmp_path / "empty"
     folder.mkdir()
-    done = subprocess.run([*CLI, "tune", "--dataset", "demo", "--trials", 2, "--set",
+    done = subprocess.run([*CLI, "tune", "--dataset", "demo", "--trials", "2", "--set",
                            "train.epochs=1"], cwd=folder, env=env(), capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
