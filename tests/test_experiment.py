@@ -4,7 +4,6 @@ status, then a report over the real runs checked against their results.json file
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from scipy.stats import ttest_rel
 
 from rearm_dgl.errors import ConfigError, DataError
 from rearm_dgl.experiments import (
+    LocalStore,
     experiment_status,
     format_status,
     load_experiment,
@@ -118,7 +118,7 @@ def test_interrupted_run_resumes_only_unfinished_cells_then_reports(world, tmp_p
     states = {(s.cell.model, s.cell.seed): s for s in experiment_status(exp)}
     assert states[("mf", 1)].state == "done"
     assert states[("mf", 2)].state == "missing" and "resumes" in states[("mf", 2)].detail
-    assert not (states[("mf", 2)].run_dir / ".lock").exists()
+    assert LocalStore(exp).claim(states[("mf", 2)].cell) is not None  # its claim was released
     assert states[("rearm", 2)].state == "missing"
     done = states[("mf", 1)].run_dir / "results.json"
     before = (done.read_bytes(), done.stat().st_mtime_ns)
@@ -177,8 +177,7 @@ def test_status_grid_failed_running_stale_and_cli(world, tmp_path):
     (failed / "results.json").unlink()
     (failed / "error.json").write_text(json.dumps({"message": "ValueError: boom"}))
     (running / "results.json").unlink()
-    (running / ".lock").write_text(json.dumps({"pid": os.getpid(),
-                                               "host": os.uname().nodename}))
+    held = LocalStore(exp).claim(cells[("lightgcn", 1)])  # a live worker runs it
     res = json.loads((stale / "results.json").read_text())
     res["config_fingerprint"] = "0" * 32
     (stale / "results.json").write_text(json.dumps(res))
@@ -196,7 +195,8 @@ def test_status_grid_failed_running_stale_and_cli(world, tmp_path):
     from rearm_dgl.cli import main
 
     result = CliRunner().invoke(main, ["experiment", "status", str(files["main"]),
-                                       "--runs", str(copy)])
+                                       "--runs-dir", str(copy)])
+    held.release()
     assert result.exit_code == 0, result.output
     assert "mf" in result.output and "done" in result.output and "FAIL" in result.output
     result = CliRunner().invoke(main, ["report", "--runs", str(tmp_path / "empty"),
@@ -219,3 +219,22 @@ def test_cli_run_with_two_jobs(tmp_path):
         assert res["status"] == "completed" and res["seed"] == seed
     result = CliRunner().invoke(main, ["experiment", "run", str(f), "--jobs", "2"])
     assert "ran 0, already done 2" in result.output
+
+
+def test_shipped_experiment_files_resolve_from_any_folder(tmp_path, monkeypatch):
+    from rearm_dgl.cli import main
+    from rearm_dgl.studies import FOLDER
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("main_tiny.yaml", "studies/main_tiny.yaml"):
+        exp = load_experiment(name)
+        assert exp.source == FOLDER / "main_tiny.yaml" and exp.name == "main_tiny"
+        assert exp.cell_info(exp.cells()[0])["experiment_file"] == "main_tiny.yaml"
+    result = CliRunner().invoke(main, ["experiment", "status", "ablation_tiny.yaml",
+                                       "--no-data-check"])
+    assert result.exit_code == 0 and "ablation_tiny" in result.output, result.output
+    # A user's own file of the same name wins.
+    write_exp(tmp_path / "main_tiny.yaml", name="mine", models=["mf"], datasets=["demo"],
+              seeds=[1])
+    assert load_experiment("main_tiny.yaml").name == "mine"
+    assert list(tmp_path.iterdir()) == [tmp_path / "main_tiny.yaml"]  # status wrote nothing

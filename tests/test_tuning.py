@@ -22,7 +22,7 @@ from rearm_dgl.config import build_config, load_config
 from rearm_dgl.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_SPACE = REPO / "studies" / "tiny.yaml"
+TINY_SPACE = REPO / "rearm_dgl" / "studies" / "tiny.yaml"
 # The tiny dataset has 40 users: keep the user kNN small; two epochs per trial keep it fast.
 FIXED = ["--set", "train.epochs=2", "--set", "graph.user_knn_k=8", "--set", "train.device=cpu",
          "--set", "train.batch_size=128"]
@@ -54,7 +54,7 @@ def snapshot(study_dir: Path) -> dict[str, str]:
             for p in sorted(study_dir.rglob("*")) if p.is_file()}
 
 
-def fake_runner(cfg, run_dir, callback):
+def fake_runner(cfg, run_dir, callback, progress=None):
     """Stands in for training: a smooth function of the searched values, two epochs."""
     value = 1.0 / (1.0 + abs(cfg.params.cl_tmp - 0.3)) - 0.01 * cfg.params.n_layers
     for epoch in (1, 2):
@@ -69,7 +69,7 @@ def fake_runner(cfg, run_dir, callback):
 
 
 def test_shipped_spaces_hold_every_paper_preset():
-    space = tuning.load_space(REPO / "studies" / "rearm.yaml")
+    space = tuning.load_space(REPO / "rearm_dgl" / "studies" / "rearm.yaml")
     kinds = {p.type for p in space.params}
     assert kinds == {"float", "int", "categorical"}
     assert any(p.log for p in space.params) and any(p.step for p in space.params
@@ -139,8 +139,11 @@ def test_cli_study_preset_trial_outputs_and_best_yaml_trains(tmp_path):
     data_dir = write_tiny_dataset(tmp_path / "baby")  # named baby: the Baby preset applies
     studies = tmp_path / "studies"
     out = cli("tune", "--dataset", data_dir, "--space", TINY_SPACE, "--trials", 4, "--study",
-              "s4", "--studies-dir", studies, "--seed", 1, *FIXED).output
+              "s4", "--studies-dir", studies, "--sampler-seed", 1, *FIXED).output
     assert "best: trial" in out
+    for n in range(4):  # progress lines tagged with the trial, and its closing line
+        assert f"trial {n} epoch 1 valid Recall@20 " in out
+        assert f"trial {n}: complete, Recall@20 " in out
     study_dir = studies / "s4"
     study = load(study_dir)
     trials = sorted(study.trials, key=lambda t: t.number)
@@ -268,7 +271,7 @@ def test_summary_of_a_missing_study_is_an_error(tmp_path):
 def test_pruned_trials_count_in_the_budget_and_keep_no_test_metrics(tmp_path):
     data_dir = write_tiny_dataset(tmp_path / "baby")
 
-    def climbing(cfg, run_dir, callback):
+    def climbing(cfg, run_dir, callback, progress=None):
         # Worse for more layers; pruning needs the values of earlier epochs.
         for epoch in range(1, cfg.train.epochs + 1):
             callback(epoch, {"Recall@20": epoch / cfg.params.n_layers})

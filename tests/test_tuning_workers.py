@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from rearm_dgl import tuning
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_SPACE = REPO / "studies" / "tiny.yaml"
+TINY_SPACE = REPO / "rearm_dgl" / "studies" / "tiny.yaml"
 FIXED = ["--set", "graph.user_knn_k=8", "--set", "train.device=cpu",
          "--set", "train.batch_size=128", "--pruner", "none"]
 CLI = [sys.executable, "-c", "from rearm_dgl.cli import main; main()"]
@@ -130,7 +130,7 @@ def test_two_machines_finish_one_study_in_postgresql(dataset, tmp_path):
     procs = [subprocess.Popen(
         tune("--dataset", dataset, "--space", TINY_SPACE, "--trials", 4, "--study", name,
              "--storage", url, "--studies-dir", tmp_path / f"machine{k}",
-             "--set", "train.epochs=2", "--seed", k, *FIXED),
+             "--set", "train.epochs=2", "--sampler-seed", k, *FIXED),
         env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for k in range(2)]
     outs = [p.communicate(timeout=240)[0] for p in procs]
