@@ -50,10 +50,13 @@ def atomic_dir(path: str | Path):
 
     On an exception the temporary folder is removed and ``path`` is left as it was. The old
     folder is removed only once the new one is in place (and put back if the move fails).
+    The folder gets the usual mode of a new folder (``0777`` less the umask), not the
+    ``0700`` that ``mkdtemp`` gives.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         old = None

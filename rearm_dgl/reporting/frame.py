@@ -2,8 +2,14 @@
 
 Every row is a :class:`RunRecord` built from a run's ``results.json``, ``config.yaml``,
 ``env.json``, ``cell.json`` (written by :mod:`rearm_dgl.experiments`) and
-``per_user_test.npz``. The tables and figures are computed from these records alone, so a
-report never trains and every number traces back to the run directories it lists.
+``per_user_test.npz``. The records become one pandas frame (:func:`runs_dataframe`, one row
+per run); the tables, ``runs.csv`` and ``results.csv`` are computed from that frame alone, so
+a report never trains and every number traces back to the run directories it lists. Another
+source of runs (a database, say) only has to produce :class:`RunRecord` objects and pass them
+to :func:`frame_from_records`.
+
+A run whose files cannot be read (a truncated ``per_user_test.npz``, a ``results.json`` field
+of the wrong type) is skipped with a warning naming it, and listed in the report's index.
 
 Provenance rules (a violation raises :class:`~rearm_dgl.errors.DataError` naming the run):
 
@@ -29,6 +35,14 @@ from rearm_dgl.io_utils import read_json
 
 METRIC_ALIASES = {"R": "Recall", "N": "NDCG", "P": "Precision", "MAP": "MAP"}
 
+#: Fields of the ``"efficiency"`` object that the training loop writes into results.json.
+EFFICIENCY_FIELDS = ("epoch_seconds", "eval_seconds", "peak_rss_bytes", "peak_gpu_bytes",
+                     "n_parameters")
+
+
+class UnreadableRun(DataError):
+    """A run directory whose files are damaged or of the wrong shape: skipped with a warning."""
+
 
 @dataclass
 class RunRecord:
@@ -48,6 +62,8 @@ class RunRecord:
         env: ``env.json`` (may be empty).
         n_test_users: Users in ``per_user_test.npz`` (0 when the file is missing).
         experiment_file: The experiment file the run belongs to (may be empty).
+        efficiency: results.json's ``"efficiency"`` object (empty for older runs): median
+            seconds per epoch and per evaluation, peak RSS and GPU bytes, parameter count.
     """
 
     run_dir: Path
@@ -72,6 +88,7 @@ class RunRecord:
     env: dict[str, Any] = field(default_factory=dict)
     n_test_users: int = 0
     experiment_file: str = ""
+    efficiency: dict[str, float | int | None] = field(default_factory=dict)
 
     @property
     def group(self) -> tuple[str, str, str, str]:
@@ -86,15 +103,58 @@ class RunRecord:
                             f"check eval.topk")
         return float(values[name])
 
+    def per_user(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(users, {metric: per-user test values})`` from ``per_user_test.npz``.
+
+        Raises:
+            UnreadableRun: the file is missing or damaged.
+        """
+        return _load_per_user(self.run_dir / "per_user_test.npz")
+
 
 @dataclass
 class RunFrame:
-    """The records of a report plus what was expected but not found."""
+    """The records of a report, their pandas frame, and what was expected but not found.
+
+    Attributes:
+        records: The finished runs.
+        missing: Cells of the experiment files without a finished run.
+        experiments: The loaded experiment objects.
+        runs_dir: The runs folder.
+        skipped: ``(run directory, reason)`` of runs left out because their files are damaged.
+    """
 
     records: list[RunRecord]
     missing: list[Path] = field(default_factory=list)
     experiments: list[Any] = field(default_factory=list)  # loaded Experiment objects
     runs_dir: Path = Path("runs")
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    _df: Any = field(default=None, repr=False)
+
+    @property
+    def df(self):
+        """The one pandas frame of the report: one row per run (see :func:`runs_dataframe`)."""
+        if self._df is None:
+            self._df = runs_dataframe(self.records)
+        return self._df
+
+    def values(self, metric: str, **equal: Any) -> dict[int, float]:
+        """seed -> test ``metric`` of the runs whose columns equal ``equal``, from :attr:`df`."""
+        df = self.df
+        mask = np.ones(len(df), dtype=bool)
+        for k, v in equal.items():
+            mask &= (df[k] == v).to_numpy()
+        sub = df[mask]
+        col = f"test_{metric}"
+        if sub.empty:
+            return {}
+        if col not in df.columns or sub[col].isna().any():
+            bad = sub["run_dir"].iloc[0] if col not in df.columns else \
+                sub.loc[sub[col].isna(), "run_dir"].iloc[0]
+            have = sorted(c[5:] for c in df.columns if c.startswith("test_"))
+            raise DataError(Path(bad) / "results.json", f"no test metric {metric!r}",
+                            f"report metrics that the runs computed ({have}); check eval.topk")
+        return {int(s): float(v) for s, v in zip(sub["seed"], sub[col])}
 
     def select(self, **equal: Any) -> list[RunRecord]:
         """Records whose attributes equal the given values."""
@@ -153,20 +213,28 @@ def read_run(run_dir: str | Path, cell: dict[str, Any] | None = None) -> RunReco
     results_path = run_dir / "results.json"
     results = read_json(results_path)
     if results is None:
-        raise DataError(results_path, "missing or not valid JSON",
-                        "finish the run (rearm-dgl experiment run FILE resumes it) or move the "
-                        "directory out of the runs folder")
+        raise UnreadableRun(results_path, "missing or not valid JSON",
+                            "finish the run (rearm-dgl experiment run FILE resumes it) or move "
+                            "the directory out of the runs folder")
     if results.get("status") != "completed":
         raise DataError(results_path, f"status is {results.get('status')!r}, not 'completed'",
                         "finish the run or move the directory out of the runs folder")
     cell = cell if cell is not None else (read_json(run_dir / "cell.json") or {})
     for key in ("model", "dataset", "seed", "test", "config_fingerprint", "data_fingerprint"):
         if key not in results:
-            raise DataError(results_path, f"has no {key!r}",
-                            "this is not a results.json written by rearm-dgl train; re-run it")
+            raise UnreadableRun(results_path, f"has no {key!r}", "this is not a results.json "
+                                "written by rearm-dgl train; re-run it")
+    _check_types(results_path, results)
     config = {}
     if (run_dir / "config.yaml").is_file():
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        try:
+            config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise UnreadableRun(run_dir / "config.yaml", f"cannot be read "
+                                f"({str(exc).splitlines()[0]})", "re-run the run") from None
+        if not isinstance(config, dict):
+            raise UnreadableRun(run_dir / "config.yaml", "is not a mapping", "re-run the run")
+    efficiency = results.get("efficiency") or {}
     rec = RunRecord(
         run_dir=run_dir,
         experiment=str(cell.get("experiment", "runs")),
@@ -189,6 +257,7 @@ def read_run(run_dir: str | Path, cell: dict[str, Any] | None = None) -> RunReco
         config=config,
         env=read_json(run_dir / "env.json") or {},
         experiment_file=str(cell.get("experiment_file") or ""),
+        efficiency={k: efficiency.get(k) for k in EFFICIENCY_FIELDS},
     )
     if cell and cell.get("model") not in (None, rec.model):
         raise DataError(run_dir / "cell.json", f"names model {cell.get('model')!r} but "
@@ -197,17 +266,69 @@ def read_run(run_dir: str | Path, cell: dict[str, Any] | None = None) -> RunReco
     return rec
 
 
+def _is_number(v: Any, integer: bool = False) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return float(v).is_integer() if integer else True
+
+
+def _check_types(path: Path, results: dict[str, Any]) -> None:
+    """Refuse fields of the wrong type with a message naming the field (never a traceback)."""
+    def bad(key: str, want: str):
+        raise UnreadableRun(path, f"field {key!r} is {results[key]!r}, not {want}",
+                            "restore the file written by rearm-dgl train, or re-run the run")
+
+    for key in ("model", "dataset", "config_fingerprint", "data_fingerprint"):
+        if not isinstance(results[key], str):
+            bad(key, "a string")
+    if not _is_number(results["seed"], integer=True):
+        bad("seed", "an integer")
+    for key in ("best_epoch", "epochs_run"):
+        if results.get(key) is not None and not _is_number(results[key], integer=True):
+            bad(key, "an integer")
+    if results.get("wall_seconds") is not None and not _is_number(results["wall_seconds"]):
+        bad("wall_seconds", "a number")
+    for key in ("test", "valid"):
+        values = results.get(key)
+        if key == "valid" and values is None:
+            continue
+        if not isinstance(values, dict) or not all(_is_number(v) for v in values.values()):
+            bad(key, "an object of metric name -> number")
+    eff = results.get("efficiency")
+    if eff is None:
+        return
+    if not isinstance(eff, dict) or not all(v is None or _is_number(v) for v in eff.values()):
+        bad("efficiency", "an object of numbers (or null)")
+
+
+def _load_per_user(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    fix = "re-run the run, or move its directory out of the runs folder"
+    if not path.is_file():
+        raise UnreadableRun(path, "missing", fix)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: np.asarray(npz[k]) for k in npz.files}
+    except Exception as exc:  # truncated zips raise BadZipFile, EOFError, OSError, ...
+        raise UnreadableRun(path, f"cannot be read ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else 'damaged'})",
+                            fix) from None
+    users = arrays.pop("users", None)
+    if users is None or users.ndim != 1:
+        raise UnreadableRun(path, "has no 1-d 'users' array", fix)
+    wrong = sorted(k for k, v in arrays.items() if v.shape != users.shape
+                   or not np.issubdtype(v.dtype, np.number))
+    if wrong or not np.issubdtype(users.dtype, np.integer):
+        raise UnreadableRun(path, f"arrays {wrong or ['users']} do not line up with 'users'",
+                            fix)
+    return users, arrays
+
+
 def _check_per_user(rec: RunRecord) -> None:
     path = rec.run_dir / "per_user_test.npz"
     if not path.is_file():
         return
-    try:
-        with np.load(path) as npz:
-            arrays = {k: np.asarray(npz[k]) for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(path, f"cannot be read ({exc})", "re-run the run") from None
-    users = arrays.pop("users", None)
-    rec.n_test_users = int(len(users)) if users is not None else 0
+    users, arrays = _load_per_user(path)
+    rec.n_test_users = int(len(users))
     for name, values in arrays.items():
         if name not in rec.test or values.size == 0:
             continue
@@ -242,7 +363,7 @@ def collect_runs(runs_dir: str | Path | None = None, experiments: Sequence[str |
     """
     say = echo or (lambda _m: None)
     if experiments:
-        frame = _collect_experiments(runs_dir, experiments)
+        frame = _collect_experiments(runs_dir, experiments, say)
     else:
         frame = _collect_all(Path(runs_dir if runs_dir is not None else "runs"), say)
     if not frame.records:
@@ -250,15 +371,117 @@ def collect_runs(runs_dir: str | Path | None = None, experiments: Sequence[str |
         raise DataError(frame.runs_dir, f"no finished runs found for {where}",
                         "run the experiment first (rearm-dgl experiment run FILE) or point "
                         "--runs at the folder that holds the run directories")
-    check_provenance(frame.records)
-    return frame
+    return frame_from_records(frame.records, missing=frame.missing,
+                              experiments=frame.experiments, runs_dir=frame.runs_dir,
+                              skipped=frame.skipped)
 
 
-def _collect_experiments(runs_dir, files: Sequence[str | Path]) -> RunFrame:
+def frame_from_records(records: Sequence[RunRecord], **extra: Any) -> RunFrame:
+    """The report's frame from records of any source, after the provenance checks.
+
+    Args:
+        records: Finished runs (from run folders, or another storage).
+        **extra: ``missing``, ``experiments``, ``runs_dir``, ``skipped`` of :class:`RunFrame`.
+
+    Raises:
+        DataError: a run breaks a provenance rule (see the module docstring).
+    """
+    check_provenance(records)
+    return RunFrame(records=list(records), **extra)
+
+
+#: Identity columns of :func:`runs_dataframe`, in order.
+ID_COLUMNS = ("experiment", "kind", "dataset", "model", "variant", "label", "seed")
+
+
+def runs_dataframe(records: Sequence[RunRecord]):
+    """One row per run: the cell, every test and valid metric, epochs, time, memory, size.
+
+    Columns: :data:`ID_COLUMNS`, ``sweep.<key>`` per swept field, ``test_<metric>`` and
+    ``valid_<metric>``, ``best_epoch``, ``epochs_run``, ``stop_reason``, ``wall_seconds``,
+    the :data:`EFFICIENCY_FIELDS` (empty for runs without the efficiency record),
+    ``n_test_users``, ``config_fingerprint``, ``data_fingerprint`` and ``run_dir``.
+    """
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        row: dict[str, Any] = {c: getattr(r, c) for c in ID_COLUMNS}
+        row.update({f"sweep.{k}": v for k, v in r.sweep.items()})
+        row.update({f"test_{k}": v for k, v in r.test.items()})
+        row.update({f"valid_{k}": v for k, v in r.valid.items()})
+        row.update(best_epoch=r.best_epoch, epochs_run=r.epochs_run, stop_reason=r.stop_reason,
+                   wall_seconds=r.wall_seconds)
+        row.update({k: r.efficiency.get(k) for k in EFFICIENCY_FIELDS})
+        row.update(n_test_users=r.n_test_users, config_fingerprint=r.config_fingerprint,
+                   data_fingerprint=r.data_fingerprint, run_dir=str(r.run_dir))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=list(ID_COLUMNS))
+    ints = ["seed", "best_epoch", "epochs_run", "peak_rss_bytes", "peak_gpu_bytes",
+            "n_parameters", "n_test_users"]
+    for col in ints:  # nullable integers: an absent value stays empty, not 0 or a float
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    metric_cols = sorted(c for c in df.columns if c.startswith(("test_", "valid_")))
+    sweep_cols = sorted(c for c in df.columns if c.startswith("sweep."))
+    rest = [c for c in df.columns if c not in (*ID_COLUMNS, *metric_cols, *sweep_cols)]
+    return df[[*ID_COLUMNS, *sweep_cols, *metric_cols, *rest]]
+
+
+def results_dataframe(runs):
+    """The aggregated table: one row per cell (runs that differ only by seed).
+
+    Args:
+        runs: The frame of :func:`runs_dataframe`.
+
+    Returns:
+        The identity columns without ``seed``, then ``n_seeds`` and ``seeds``, then
+        ``<metric>_mean`` and ``<metric>_std`` (sample std, ddof=1; 0 for one seed) per
+        test and valid metric, the mean ``epochs_run``, ``best_epoch`` and ``wall_seconds``,
+        and the medians of the efficiency fields.
+    """
+    import pandas as pd
+
+    keys = [c for c in ID_COLUMNS if c != "seed"]
+    sweep_cols = [c for c in runs.columns if c.startswith("sweep.")]
+    metric_cols = [c for c in runs.columns if c.startswith(("test_", "valid_"))]
+    out = []
+    for key, sub in runs.groupby(keys, sort=False, dropna=False):
+        row: dict[str, Any] = dict(zip(keys, key))
+        row.update({c: sub[c].iloc[0] for c in sweep_cols})
+        row["n_seeds"] = len(sub)
+        row["seeds"] = " ".join(str(s) for s in sorted(sub["seed"]))
+        for c in metric_cols:
+            vals = sub[c].astype(float)
+            row[f"{c}_mean"] = vals.mean()
+            row[f"{c}_std"] = vals.std(ddof=1) if len(vals) > 1 else 0.0
+        for c in ("epochs_run", "best_epoch", "wall_seconds"):
+            row[f"{c}_mean"] = pd.to_numeric(sub[c], errors="coerce").mean()
+        for c in EFFICIENCY_FIELDS:
+            row[f"{c}_median"] = pd.to_numeric(sub[c], errors="coerce").median()
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _read_or_skip(run_dir: Path, skipped: list[tuple[Path, str]], say,
+                  cell: dict[str, Any] | None = None) -> RunRecord | None:
+    """The run's record, or None (with a warning naming it) when its files are damaged."""
+    try:
+        return read_run(run_dir, cell)
+    except UnreadableRun as exc:
+        reason = f"{exc.path}: {exc.problem}"
+        skipped.append((run_dir, reason))
+        say(f"warning: skipped run {run_dir}: {reason}")
+        return None
+
+
+def _collect_experiments(runs_dir, files: Sequence[str | Path], say) -> RunFrame:
     from rearm_dgl.experiments import load_experiment
     from rearm_dgl.tracking import config_fingerprint
 
     records: list[RunRecord] = []
+    skipped: list[tuple[Path, str]] = []
     missing: list[Path] = []
     loaded = []
     names: dict[str, Path] = {}
@@ -286,10 +509,13 @@ def _collect_experiments(runs_dir, files: Sequence[str | Path]) -> RunFrame:
                     f"was made with other settings, so it is not mixed into the report",
                     f"move the directory away and run `rearm-dgl experiment run {f}`, or "
                     f"report it without --experiment")
-            records.append(read_run(run_dir, exp.cell_info(cell)))
+            rec = _read_or_skip(run_dir, skipped, say, exp.cell_info(cell))
+            if rec is not None:
+                records.append(rec)
     base = Path(runs_dir) if runs_dir is not None else (loaded[0].runs_dir if loaded
                                                         else Path("runs"))
-    return RunFrame(records=records, missing=missing, experiments=loaded, runs_dir=base)
+    return RunFrame(records=records, missing=missing, experiments=loaded, runs_dir=base,
+                    skipped=skipped)
 
 
 def _collect_all(runs_dir: Path, say) -> RunFrame:
@@ -297,14 +523,17 @@ def _collect_all(runs_dir: Path, say) -> RunFrame:
         raise DataError(runs_dir, "runs folder not found",
                         "pass --runs DIR with the folder that holds the runs (default: runs)")
     records = []
+    skipped: list[tuple[Path, str]] = []
     for results_path in sorted(runs_dir.rglob("results.json")):
         run_dir = results_path.parent
         results = read_json(results_path)
-        if results is None or results.get("status") != "completed":
+        if results is not None and results.get("status") != "completed":
             say(f"skipped unfinished run {run_dir}")
             continue
-        records.append(read_run(run_dir))
-    return RunFrame(records=records, runs_dir=runs_dir)
+        rec = _read_or_skip(run_dir, skipped, say)
+        if rec is not None:
+            records.append(rec)
+    return RunFrame(records=records, runs_dir=runs_dir, skipped=skipped)
 
 
 def check_provenance(records: Sequence[RunRecord]) -> None:
@@ -345,5 +574,6 @@ def check_provenance(records: Sequence[RunRecord]) -> None:
                             "re-run the runs made on the old data, or move them away")
 
 
-__all__ = ["RunFrame", "RunRecord", "check_provenance", "collect_runs", "metric_name",
-           "read_run"]
+__all__ = ["EFFICIENCY_FIELDS", "ID_COLUMNS", "RunFrame", "RunRecord", "UnreadableRun",
+           "check_provenance", "collect_runs", "frame_from_records", "metric_name", "read_run",
+           "results_dataframe", "runs_dataframe"]
