@@ -171,6 +171,13 @@ def ablation_figure(frame: RunFrame, experiments: Sequence[str], path: Path,
                 y = np.arange(len(shown)) + (j - (n_d - 1) / 2) * bar_h
                 ax.barh(y, deltas, height=bar_h * 0.9, xerr=errs, color=PALETTE[j % 10],
                         label=dataset_title(d), capsize=2, error_kw={"elinewidth": 0.8})
+                for yy, delta, err in zip(y, deltas, errs):
+                    if not math.isnan(delta):  # the value, outside the error bar
+                        ax.annotate(f"{delta:+.1f}%".replace("-", "\u2212"),
+                                    (delta + math.copysign(err, delta or 1), yy),
+                                    xytext=(4 if delta >= 0 else -4, 0),
+                                    textcoords="offset points", va="center",
+                                    ha="left" if delta >= 0 else "right", fontsize=7)
             ax.axvline(0, color="black", linewidth=0.8)
             ax.set_yticks(np.arange(len(shown)))
             ax.set_yticklabels([labels.get(v, v) if one_model else
@@ -179,7 +186,9 @@ def ablation_figure(frame: RunFrame, experiments: Sequence[str], path: Path,
             ref_names = ", ".join(dict.fromkeys(labels.get(refs[m], refs[m]) for m, _ in rows))
             ax.set_xlabel(f"change of test {metric} against {ref_names} (%; mean ± std over "
                           f"{len(seeds)} seeds)")
-            title = f"Ablation of {_models_title(frame, recs)}: each component removed in turn"
+            where = f" on {dataset_title(datasets[0])}" if n_d == 1 else ""
+            title = (f"Ablation of {_models_title(frame, recs)}{where}: each component "
+                     f"removed in turn")
             if len(blocks) > 1:
                 title += f" ({n_block}/{len(blocks)})"
             ax.set_title(title)
@@ -187,11 +196,8 @@ def ablation_figure(frame: RunFrame, experiments: Sequence[str], path: Path,
             if n_d > 1:
                 ax.legend(title="dataset", loc="upper left", bbox_to_anchor=(1.01, 1.0),
                           frameon=False)
-            else:
-                ax.text(1.0, 1.0, f"dataset: {dataset_title(datasets[0])}",
-                        transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
             lo, hi = ax.get_xlim()
-            span = max(abs(lo), abs(hi))
+            span = max(abs(lo), abs(hi)) * 1.15  # room for the value labels
             ax.set_xlim(-span, span)  # zero in the middle: gains and losses read alike
         return save_figure(fig, path)
 

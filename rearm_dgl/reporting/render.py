@@ -1,7 +1,8 @@
 """Rendering of :class:`~rearm_dgl.reporting.tables.Table` as Markdown and booktabs LaTeX.
 
-``std`` chooses how a mean's standard deviation is shown: ``inline`` (``mean ± std``),
-``small`` (LaTeX: the std in ``\\scriptsize`` after the mean; Markdown: as ``inline``) or
+``std`` chooses how a mean's standard deviation is shown: ``small`` (LaTeX: the std in
+``\\scriptsize`` under the mean, so a column is no wider than its means; Markdown: as
+``inline``), ``inline`` (``mean ± std``; wide: three datasets no longer fit the page) or
 ``none`` (means only, as REARM's and MMRec's tables print them). Bold and underline mark
 the mean only. A table with more than one dataset is a ``table*`` spanning both columns of a
 two-column paper. The generated LaTeX needs ``\\usepackage{booktabs}`` only.
@@ -97,15 +98,17 @@ def _tex_cell(c: TCell, std: str) -> str:
         mean += r"$^\dagger$"
     if not sd:
         return mean
-    if std == "small":
-        return rf"{mean}{{\scriptsize${{\pm}}${sd}}}"
+    if std == "small":  # std under the mean: the column stays as narrow as the mean
+        return (rf"\begin{{tabular}}[c]{{@{{}}r@{{}}}}{mean}\\[-2pt]"
+                rf"{{\scriptsize$\pm${sd}}}\end{{tabular}}")
     return rf"{mean} $\pm$ {sd}"
 
 
 def _tex_caption(t: Table, std: str) -> str:
     lines = _md_caption(t, std)
     if std == "small":
-        lines = [line.replace(f"mean {PM} sample std", f"mean (small: {PM} sample std)")
+        lines = [re.sub(f"mean {PM} sample std( \\(ddof=1\\))?",
+                        f"mean (under it, small: {PM} sample std, ddof=1)", line)
                  for line in lines]
     return tex_escape(" ".join(lines))
 
@@ -118,7 +121,9 @@ def to_latex(t: Table, std: str = "small") -> str:
         raise ValueError(f"table {t.key}: rows do not have {n_cols} cells")
     colspec = t.colspec or ["r" if g else "l" for g, cols in t.groups for _ in cols]
     env = "table*" if t.wide else "table"
-    out = [rf"\begin{{{env}}}[t]", r"\centering", r"\small",
+    # Many columns (three datasets x four metrics) fit the text width in a smaller font.
+    size, sep = (r"\footnotesize", "3pt") if n_cols > 8 else (r"\small", "4pt")
+    out = [rf"\begin{{{env}}}[t]", r"\centering", size, rf"\setlength{{\tabcolsep}}{{{sep}}}",
            rf"\caption{{{_tex_caption(t, std)}}}",
            rf"\label{{tab:{t.key}}}", rf"\begin{{tabular}}{{l{''.join(colspec)}}}", r"\toprule"]
     if any(g for g, _ in t.groups):

@@ -33,6 +33,8 @@ MODEL_LABELS = {"mf": "BPR-MF", "lightgcn": "LightGCN", "vbpr": "VBPR", "freedom
                 "rearm": "REARM", "lattice": "LATTICE", "dragon": "DRAGON", "mgcn": "MGCN",
                 "bm3": "BM3", "slmrec": "SLMRec", "lgmrec": "LGMRec"}
 DAGGER = "\u2020"
+#: Label of the main table's last row: REARM's change against the best baseline, in %.
+IMPROV = "Improv."
 PM = "\u00b1"
 
 
@@ -220,7 +222,7 @@ def main_table(frame: RunFrame, experiment: str, metrics=MAIN_METRICS) -> Table:
                     f"paired t-test over users p = {_fmt_p(test.ttest_p)}, "
                     f"n = {test.n_users} users, {test.n_seeds} seeds" + (f" ({why})" if why
                                                                           else ""))
-        footer.append(("Improv. over best baseline", imp_cells))
+        footer.append((IMPROV, imp_cells))
 
     n, seeds = _seed_note(recs)
     caption = [
@@ -228,6 +230,9 @@ def main_table(frame: RunFrame, experiment: str, metrics=MAIN_METRICS) -> Table:
         f"({', '.join(map(str, seeds))}); best per column in bold, second underlined "
         f"(compared at {DECIMALS} decimals, ties share the mark).",
     ]
+    if footer:
+        caption.append(f"{IMPROV}: change of REARM's mean against the best baseline of the "
+                       f"column, in %.")
     if tests:
         users = _span([t.n_users for _, t in tests.values()])
         n_seeds = _span([t.n_seeds for _, t in tests.values()])
