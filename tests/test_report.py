@@ -468,5 +468,6 @@ def test_every_tex_file_compiles_and_fits(synthetic_runs, three_dataset_runs, tm
                 # Three datasets x four metrics fit the 7 in text width (means only, or
                 # std under the mean); mean ± std inline is the documented exception.
                 assert "Overfull \\hbox" not in log, (tex.name, std, wide)
+            assert "Float too large" not in log, tex.name  # every table fits on one page
         results = (out / "results.tex").read_text()
         assert (r"\begin{table*}" in results) == (name == "three" or name == "two")

@@ -121,8 +121,10 @@ def to_latex(t: Table, std: str = "small") -> str:
         raise ValueError(f"table {t.key}: rows do not have {n_cols} cells")
     colspec = t.colspec or ["r" if g else "l" for g, cols in t.groups for _ in cols]
     env = "table*" if t.wide else "table"
-    # Many columns (three datasets x four metrics) fit the text width in a smaller font.
-    size, sep = (r"\footnotesize", "3pt") if n_cols > 8 else (r"\small", "4pt")
+    # Many columns (three datasets x four metrics) fit the text width, and many rows (every
+    # published number) the page height, in a smaller font.
+    big = n_cols > 8 or len(t.rows) + len(t.footer) > 24
+    size, sep = (r"\footnotesize", "3pt") if big else (r"\small", "4pt")
     out = [rf"\begin{{{env}}}[t]", r"\centering", size, rf"\setlength{{\tabcolsep}}{{{sep}}}",
            rf"\caption{{{_tex_caption(t, std)}}}",
            rf"\label{{tab:{t.key}}}", rf"\begin{{tabular}}{{l{''.join(colspec)}}}", r"\toprule"]

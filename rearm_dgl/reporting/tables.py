@@ -309,35 +309,46 @@ def ablation_table(frame: RunFrame, experiment: str, metrics=ABLATION_METRICS) -
 
 
 def sensitivity_table(frame: RunFrame, experiment: str, metrics=ABLATION_METRICS) -> Table:
-    """Sweep points x datasets table of one sweep experiment."""
+    """Sweep points x datasets table of one sweep experiment.
+
+    Each swept parameter gets its own column, named in words (``user kNN size``); with one
+    model the first parameter is the row label.
+    """
     from rearm_dgl.reporting.figures import param_label
 
     recs = frame.select(experiment=experiment)
     datasets = frame.ordered(experiment, "dataset")
     variants = frame.ordered(experiment, "variant")
     models = frame.ordered(experiment, "model")
+    keys = list(dict.fromkeys(k for r in recs for k in r.sweep))
+    one_model = len(models) == 1 and bool(keys)
+    extra = keys[1:] if one_model else keys
     rows, labels = [], []
     for m in models:
         for v in variants:
             sel = [r for r in recs if r.model == m and r.variant == v]
             if not sel:
                 continue
-            point = ", ".join(f"{param_label(k, words_only=True)} = {val}"
-                              for k, val in sel[0].sweep.items()) or v
-            labels.append(point if len(models) == 1 else f"{model_label(m)}: {point}")
-            rows.append([_stat_cell(_stat(frame, metric, experiment=experiment, model=m,
-                                          variant=v, dataset=d))
-                         for d in datasets for metric in metrics])
-    _mark_ranks(rows, len(datasets) * len(metrics))
+            point = sel[0].sweep
+            labels.append(str(point.get(keys[0], v)) if one_model else model_label(m))
+            rows.append([TCell(str(point.get(k, "-"))) for k in extra]
+                        + [_stat_cell(_stat(frame, metric, experiment=experiment, model=m,
+                                            variant=v, dataset=d))
+                           for d in datasets for metric in metrics])
+    n_extra = len(extra)
+    _mark_ranks(rows, n_extra + len(datasets) * len(metrics), skip=set(range(n_extra)))
     n, seeds = _seed_note(recs)
+    corner = param_label(keys[0], words_only=True) if one_model else "Model"
+    groups = ([("", [param_label(k, words_only=True) for k in extra])] if extra else [])
     return Table(
         key=f"sensitivity-{experiment}", title=f"Sensitivity ({experiment})",
-        caption=[f"Sensitivity: test metrics, mean {PM} sample std over n = {n} "
-                 f"seeds ({', '.join(map(str, seeds))}); best per column in bold, second "
-                 f"underlined."],
-        corner="Setting",
-        groups=[(dataset_title(d), [short(x) for x in metrics]) for d in datasets],
+        caption=[f"Sensitivity of {', '.join(model_label(m) for m in models)}: test metrics, "
+                 f"mean {PM} sample std over n = {n} seeds ({', '.join(map(str, seeds))}); "
+                 f"best per column in bold, second underlined."],
+        corner=corner,
+        groups=groups + [(dataset_title(d), [short(x) for x in metrics]) for d in datasets],
         rows=list(zip(labels, rows)), wide=len(datasets) > 1,
+        colspec=["r"] * (n_extra + len(datasets) * len(metrics)),
         notes=[f"{len(recs)} runs of experiment {experiment}; their directories are listed "
                f"in index.md."])
 
