@@ -220,6 +220,10 @@ def read_run(run_dir: str | Path, cell: dict[str, Any] | None = None) -> RunReco
         raise DataError(results_path, f"status is {results.get('status')!r}, not 'completed'",
                         "finish the run or move the directory out of the runs folder")
     cell = cell if cell is not None else (read_json(run_dir / "cell.json") or {})
+    if not isinstance(cell.get("sweep") or {}, dict):
+        raise UnreadableRun(run_dir / "cell.json", f"field 'sweep' is {cell['sweep']!r}, not "
+                            f"an object", "restore the file written by rearm-dgl experiment "
+                            "run, or re-run the cell")
     for key in ("model", "dataset", "seed", "test", "config_fingerprint", "data_fingerprint"):
         if key not in results:
             raise UnreadableRun(results_path, f"has no {key!r}", "this is not a results.json "

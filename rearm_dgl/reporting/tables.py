@@ -233,7 +233,9 @@ def main_table(frame: RunFrame, experiment: str, metrics=MAIN_METRICS) -> Table:
     if footer:
         caption.append(f"{IMPROV}: change of REARM's mean against the best baseline of the "
                        f"column, in %.")
-    if tests:
+    if tests and not any(t.n_users for _, t in tests.values()):
+        caption.append("No significance marks: the runs have no per_user_test.npz.")
+    elif tests:
         users = _span([t.n_users for _, t in tests.values()])
         n_seeds = _span([t.n_seeds for _, t in tests.values()])
         caption.append(
