@@ -9,7 +9,7 @@ from test_report import METRICS, SEEDS, make_run
 
 from rearm_dgl.errors import DataError
 from rearm_dgl.reporting import collect_runs
-from rearm_dgl.reporting.published import load_published, published_path, reproduction_table
+from rearm_dgl.reporting.published import load_published, published_path, reproduction_tables
 from rearm_dgl.reporting.render import to_latex, to_markdown
 from rearm_dgl.reporting.tables import model_label, short
 
@@ -55,33 +55,38 @@ def test_shipped_file_holds_the_specs_numbers_with_sources():
         assert metrics == ({"Recall@20"} if model == "rearm" else set(METRICS))
 
 
-def test_reproduction_table_covers_every_published_number(tmp_path):
+def test_reproduction_tables_cover_every_published_number(tmp_path):
     root = tmp_path / "runs"
     for model in ("mf", "rearm"):
         for seed in SEEDS:
             make_run(root, "cmp", "sports", model, seed, {m: 0.11 + 0.001 * seed for m in METRICS})
-    table = reproduction_table(collect_runs(root))
-    md = to_markdown(table)
-    sources = table.meta["sources"]
-    cols = {m: 2 + i for i, m in enumerate(table.meta["metrics"])}
+    tables = {t.meta["dataset"]: t for t in reproduction_tables(collect_runs(root))}
+    assert list(tables) == ["baby", "sports", "clothing"]
+    sources = tables["baby"].meta["sources"]
+    cols = {m: 1 + i for i, m in enumerate(tables["baby"].meta["metrics"])}
     for p in load_published():
+        table = tables[p.dataset]
         if p.split != "test":
-            assert f"also gives validation {short(p.metric)} = {p.value:.4f}" in md
+            assert f"also gives validation {short(p.metric)} = {p.value:.4f}" in \
+                to_markdown(table)
             continue
         ref = f"[{sources.index(p.source) + 1}]"
-        row = [cells for label, cells in table.rows if label == model_label(p.model)
-               and cells[0].text == p.dataset.title() and cells[1].text == ref]
+        assert f"{ref} {p.source}" in " ".join(table.caption)
+        row = [cells for label, cells in table.rows
+               if label == model_label(p.model) and cells[0].text == ref]
         assert len(row) == 1 and row[0][cols[p.metric]].value == p.value, p
-    ours = [cells for label, cells in table.rows
-            if label == "REARM" and cells[0].text == "Sports" and cells[1].text.startswith("ours")]
+    sports = tables["sports"]
+    ours = [cells for label, cells in sports.rows
+            if label == "REARM" and cells[0].text.startswith("ours (")]
     assert ours[0][cols["Recall@20"]].stat.mean == pytest.approx(0.112)
-    delta = [cells for label, cells in table.rows
-             if label == "REARM" and cells[1].text.startswith("ours vs")][0]
+    delta = [cells for label, cells in sports.rows
+             if label == "REARM" and cells[0].text.startswith("ours vs")][0]
     assert delta[cols["Recall@20"]].text == f"{(0.112 - 0.1231) / 0.1231 * 100:+.1f}%"
     assert delta[cols["Recall@10"]].text == "-"  # the paper gives Recall@20 only
-    assert "stand-in features for the test" in md
-    tex = to_latex(table)
-    assert r"p{5.2cm}" in tex and r"\begin{table*}" in tex
+    assert "stand-in features for the test" in to_markdown(sports)
+    assert not [c for label, c in tables["baby"].rows if c[0].text.startswith("ours")]
+    tex = to_latex(sports)
+    assert r"p{6cm}" in tex and r"\begin{table*}" in tex
 
 
 def test_a_damaged_published_file_is_refused_with_its_line(tmp_path):

@@ -102,14 +102,17 @@ def _reference_runs(frame: RunFrame, model: str, dataset: str) -> list[RunRecord
     return []
 
 
-def reproduction_table(frame: RunFrame, published: list[Published] | None = None) -> Table:
-    """Every published number beside this report's runs of the same model and dataset.
+def reproduction_tables(frame: RunFrame, published: list[Published] | None = None
+                        ) -> list[Table]:
+    """Every published number beside this report's runs, one table per dataset.
 
-    One block of rows per (model, dataset) that a source gives, plus REARM's other datasets:
-    a row per source and, where this report has runs of the model on the dataset, the row
-    of our runs (mean ± std over seeds, from the comparison experiments) with the inputs
-    that differ from the published setting, and the change of our mean against the block's
-    first source.
+    A table holds one block of rows per model that a source gives on the dataset (REARM's
+    block also on datasets no source gives, when the report has REARM runs there): a row per
+    source and, where this report has runs of the model on the dataset, the row of our runs
+    (mean ± std over seeds, from the comparison experiments) with the inputs that differ from
+    the published setting, and the change of our mean against the block's first source.
+    One table per dataset keeps every table on one page. Source numbers are shared by all
+    tables.
     """
     published = load_published() if published is None else published
     tests = [p for p in published if p.split == "test"]
@@ -122,52 +125,66 @@ def reproduction_table(frame: RunFrame, published: list[Published] | None = None
                            if r.model == REARM and r.kind == "comparison"):
         blocks.setdefault((REARM, d), {})
     order = list(dict.fromkeys(p.model for p in tests)) + [REARM]
-    keys = sorted(blocks, key=lambda k: (order.index(k[0]) if k[0] in order else len(order),
-                                         _dataset_order(k[1])))
     sources = list(dict.fromkeys(p.source for p in tests))
     ref = {s: f"[{i}]" for i, s in enumerate(sources, 1)}
+    datasets = sorted({d for _, d in blocks}, key=_dataset_order)
+    return [_dataset_table(frame, d, sorted((m for m, dd in blocks if dd == d),
+                                            key=lambda m: order.index(m) if m in order
+                                            else len(order)),
+                           blocks, metrics, ref, [p for p in published if p.split == "valid"])
+            for d in datasets]
+
+
+def _dataset_table(frame: RunFrame, dataset: str, models: list[str],
+                   blocks: dict[tuple[str, str], dict[str, dict[str, float]]],
+                   metrics: list[str], ref: dict[str, str], valid: list[Published]) -> Table:
+    title = dataset_title(dataset)
     rows: list[tuple[str, list[TCell]]] = []
     rules: list[int] = []
+    used: list[str] = []
     n_ours = 0
-    for model, dataset in keys:
+    for model in models:
         rules.append(len(rows))
-        label, title = model_label(model), dataset_title(dataset)
+        label = model_label(model)
         by_source = blocks[(model, dataset)]
         for source, values in by_source.items():
-            rows.append((label, [TCell(title), TCell(ref[source])]
+            used.append(source)
+            rows.append((label, [TCell(ref[source])]
                          + [TCell(f"{values[m]:.4f}", values[m]) if m in values else TCell("-")
                             for m in metrics] + [TCell("")]))
         recs = _reference_runs(frame, model, dataset)
-        if not recs:  # published numbers only: keeps the table on one page
+        if not recs:  # published numbers only
             continue
         n_ours += 1
         stats = {m: Stat.of(frame.values(m, experiment=recs[0].experiment, model=model,
                                          dataset=dataset)) if m in recs[0].test else None
                  for m in metrics}
-        rows.append((label, [TCell(title), TCell(f"ours (n = {len(recs)})")]
+        rows.append((label, [TCell(f"ours (n = {len(recs)})")]
                      + [TCell("-") if s is None else TCell(fmt_stat(s), s.mean, s)
                         for s in stats.values()]
                      + [TCell("; ".join(input_differences(recs)) or "none found")]))
         if by_source:
             first_source, first = next(iter(by_source.items()))
-            rows.append((label, [TCell(title), TCell(f"ours vs {ref[first_source]}")]
+            rows.append((label, [TCell(f"ours vs {ref[first_source]}")]
                          + [_delta(stats[m], first.get(m)) for m in metrics] + [TCell("")]))
-    valid = [p for p in published if p.split == "valid"]
-    notes = [f"[{i}] {s}" for i, s in enumerate(sources, 1)]
-    notes += [f"{model_label(p.model)} {dataset_title(p.dataset)}: {ref.get(p.source, p.source)} "
-              f"also gives validation {short(p.metric)} = {p.value:.4f}." for p in valid]
-    caption = [f"Published numbers beside this report's runs (test split; ours: mean {PM} "
-               f"sample std over seeds of the comparison experiment; change in % of our mean "
-               f"against the first source of each block; a block without an \"ours\" row has "
-               f"no run in this report). Sources: "
-               + "; ".join(f"[{i}] {s}" for i, s in enumerate(sources, 1)) + "."]
+    used = sorted(set(used), key=lambda s: int(ref[s][1:-1]))
+    notes = [f"{ref[s]} {s}" for s in used]
+    notes += [f"{model_label(p.model)}: {ref.get(p.source, p.source)} also gives validation "
+              f"{short(p.metric)} = {p.value:.4f}." for p in valid if p.dataset == dataset]
+    caption = [f"Published numbers on {title} beside this report's runs (test split; ours: "
+               f"mean {PM} sample std over seeds of the comparison experiment; change in % of "
+               f"our mean against the block's first source; a block without a row of ours "
+               f"has no run in this report)."
+               + (" Sources: " + "; ".join(f"{ref[s]} {s}" for s in used) + "." if used
+                  else " No published source gives this dataset.")]
     return Table(
-        key="reproduction", title="Reported vs reproduced", caption=caption, corner="Model",
-        groups=[("", ["Dataset", "Numbers"] + [short(m) for m in metrics]
-                 + ["Inputs that differ"])],
+        key=f"reproduction-{dataset}", title=f"Reported vs reproduced: {title}",
+        caption=caption, corner="Model",
+        groups=[("", ["Numbers"] + [short(m) for m in metrics] + ["Inputs that differ"])],
         rows=rows, notes=notes, wide=True, rules=rules,
-        colspec=["l", "l"] + ["r"] * len(metrics) + [r"p{5.2cm}"],
-        meta={"metrics": metrics, "sources": sources, "n_reproduced": n_ours})
+        colspec=["l"] + ["r"] * len(metrics) + [r"p{6cm}"],
+        meta={"metrics": metrics, "sources": list(ref), "n_reproduced": n_ours,
+              "dataset": dataset})
 
 
 def _dataset_order(name: str) -> tuple[int, str]:
@@ -221,4 +238,4 @@ def _norm(v: Any) -> Any:
 
 
 __all__ = ["COLUMNS", "Published", "input_differences", "load_published", "published_path",
-           "reproduction_table"]
+           "reproduction_tables"]

@@ -17,7 +17,7 @@ from rearm_dgl.errors import DataError
 from rearm_dgl.io_utils import atomic_dir, atomic_save
 from rearm_dgl.reporting import figures, tables
 from rearm_dgl.reporting.frame import RunFrame, RunRecord, collect_runs, results_dataframe
-from rearm_dgl.reporting.published import reproduction_table
+from rearm_dgl.reporting.published import reproduction_tables
 from rearm_dgl.reporting.render import STD_MODES, write_tables
 
 ENV_KEYS = ("python", "torch", "dgl", "numpy", "rearm_dgl", "platform", "device",
@@ -122,7 +122,7 @@ def _write_all(frame: RunFrame, out: Path, command: str, experiment_files: list[
         sections.append((heading, written, description))
     comparisons = frame.experiment_names("comparison")
 
-    written = write_tables([reproduction_table(frame)], out, "reproduction",
+    written = write_tables(reproduction_tables(frame), out, "reproduction",
                            "Reported vs reproduced", std)
     files += written
     sections.append(("Reported vs reproduced", written, "every published number "
