@@ -6,14 +6,15 @@ Reports read run directories only and never train. ``build_report`` is what
 """
 
 from rearm_dgl.reporting.frame import (
-                                       RunFrame,
-                                       RunRecord,
-                                       collect_runs,
-                                       frame_from_records,
-                                       results_dataframe,
-                                       runs_dataframe,
+    RunFrame,
+    RunRecord,
+    frame_from_records,
+    results_dataframe,
+    runs_dataframe,
 )
 from rearm_dgl.reporting.report import ReportResult, build_report, report_command
+from rearm_dgl.reporting.runs import collect_runs, read_run
 
 __all__ = ["ReportResult", "RunFrame", "RunRecord", "build_report", "collect_runs",
-           "frame_from_records", "report_command", "results_dataframe", "runs_dataframe"]
+           "frame_from_records", "read_run", "report_command", "results_dataframe",
+           "runs_dataframe"]

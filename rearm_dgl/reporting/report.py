@@ -16,9 +16,10 @@ import yaml
 from rearm_dgl.errors import DataError
 from rearm_dgl.io_utils import atomic_dir, atomic_save
 from rearm_dgl.reporting import figures, tables
-from rearm_dgl.reporting.frame import RunFrame, RunRecord, collect_runs, results_dataframe
+from rearm_dgl.reporting.frame import RunFrame, RunRecord, results_dataframe
 from rearm_dgl.reporting.published import reproduction_tables
 from rearm_dgl.reporting.render import STD_MODES, write_tables
+from rearm_dgl.reporting.runs import collect_runs
 
 ENV_KEYS = ("python", "torch", "dgl", "numpy", "rearm_dgl", "platform", "device",
             "device_name", "git_commit", "git_dirty")
