@@ -110,6 +110,12 @@ def param_label(key: str, words_only: bool = False) -> str:
     return words if words_only or not symbol else f"{words} {symbol}"
 
 
+def _symbol(key: str) -> str:
+    """The paper's symbol of a swept key (``$k_u$``), else its words."""
+    symbol, _ = PARAM_LABELS.get(key, ("", ""))
+    return symbol or param_label(key, words_only=True)
+
+
 def _models_title(frame: RunFrame, records: Sequence[RunRecord]) -> str:
     models = list(dict.fromkeys(r.model for r in records))
     return ", ".join(model_label(m) for m in models)
@@ -255,7 +261,7 @@ def sensitivity_figure(frame: RunFrame, experiments: Sequence[str], path: Path,
                         if not means:
                             continue
                         m, sd = np.array(means), np.array(stds)
-                        name = dataset_title(d) + (f", {param_label(second)} = {sval}"
+                        name = dataset_title(d) + (f", {_symbol(second)} = {sval}"
                                                    if second else "")
                         (line,) = ax.plot(pos, m, color=PALETTE[j % 10],
                                           linestyle=LINESTYLES[k % len(LINESTYLES)],
@@ -275,9 +281,14 @@ def sensitivity_figure(frame: RunFrame, experiments: Sequence[str], path: Path,
         if handles:
             seeds = sorted({r.seed for r in frame.records
                             if r.experiment in {b[0] for b in blocks}})
+            seconds = list(dict.fromkeys(b[3] for b in blocks if b[3]))
+            what = ", ".join(["dataset"] + [param_label(k) for k in seconds])
+            width = fig.get_figwidth()
+            longest = max(len(n) for n in handles)
             fig.legend(list(handles.values()), list(handles.keys()),
-                       title=f"dataset (line: mean, band: ± std over {len(seeds)} seeds)",
-                       loc="outside lower center", ncol=min(4, len(handles)))
+                       title=f"{what} (line: mean, band: ± std over {len(seeds)} seeds)",
+                       loc="outside lower center",
+                       ncol=max(1, min(len(handles), int(width / (0.07 * longest + 0.7)))))
         return save_figure(fig, path)
 
 

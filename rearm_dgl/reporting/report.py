@@ -135,7 +135,10 @@ def _write_all(frame: RunFrame, out: Path, command: str, experiment_files: list[
     sections.append(("Efficiency", written, "seconds per epoch and evaluation, epochs to the "
                      "best epoch, peak memory, parameters"))
 
-    curve_recs = [r for r in frame.records if r.kind == "comparison"] or frame.records
+    # The main-table runs; without a comparison, the first experiment's (one set of lines).
+    first = frame.experiment_names()[0]
+    curve_recs = ([r for r in frame.records if r.kind == "comparison"]
+                  or frame.select(experiment=first))
     written = figures.curves_figure(frame, curve_recs, out / "curves")
     files += written
     sections.append(("Training curves", written, "training loss and validation "
