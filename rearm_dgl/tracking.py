@@ -10,7 +10,7 @@ Every training run owns one folder, ``<runs_dir>/<dataset>/<model>/<YYYYmmdd-HHM
 | ``results.json`` | best epoch, valid and test metrics, stop reason, wall time, fingerprints |
 | ``per_user_test.npz`` | per-user test metrics, aligned with ``users`` |
 | ``checkpoint_best.pt`` / ``checkpoint_last.pt`` | written by :mod:`rearm_dgl.train` |
-| ``events.out.tfevents.*`` | TensorBoard scalars and hparams |
+| ``events.out.tfevents.*`` | TensorBoard scalars; ``hparams/`` holds the hparams session |
 
 Everything a later run reads is written atomically; ``metrics.jsonl`` is appended one line
 per epoch and rewritten (atomically) when a run resumes from an earlier epoch.
@@ -232,30 +232,20 @@ class TensorBoardTracker:
 
     def log_hparams(self, cfg: RunConfig, best_valid: Mapping[str, float],
                     test: Mapping[str, float], metric: str) -> None:
-        """The flat config with the best validation metrics and the test metrics.
+        """The run's hparams session (:func:`rearm_dgl.hparams.write_session`).
 
-        Every metric is written as ``hparam/best_valid_<metric>`` and ``hparam/test_<metric>``;
-        ``hparam/best_valid_<eval.metric>`` (Recall@20 by default) is always present.
+        Metrics are ``hparam/valid.<metric>`` (best epoch) and ``hparam/test.<metric>``;
+        ``hparam/valid.<eval.metric>`` (Recall@20 by default) is always present.
         """
-        hparams = {k: _hparam_value(v) for k, v in cfg.flat().items()}
-        hparams["model"] = cfg.model
-        values = {f"hparam/best_valid_{metric}": float(best_valid.get(metric, float("nan")))}
-        values.update({f"hparam/best_valid_{k}": float(v) for k, v in best_valid.items()})
-        values.update({f"hparam/test_{k}": float(v) for k, v in test.items()})
-        self.writer.add_hparams(hparams, values, run_name=".")
-        self.writer.flush()
+        from rearm_dgl.hparams import config_hparams, metric_tag, write_session
+
+        values = {metric_tag("valid", metric): float(best_valid.get(metric, float("nan")))}
+        values.update({metric_tag("valid", k): float(v) for k, v in best_valid.items()})
+        values.update({metric_tag("test", k): float(v) for k, v in test.items()})
+        write_session(self.run_dir, config_hparams(cfg.flat(), cfg.model), values)
 
     def close(self) -> None:
         self.writer.close()
-
-
-def _hparam_value(value: Any) -> Any:
-    """TensorBoard hparams take bool/int/float/str only."""
-    if isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
 
 
 __all__ = [

@@ -85,8 +85,9 @@ def test_train_two_epochs_writes_every_artifact(tmp_path):
         assert [step for step, _ in tb[tag]] == [1, 2], tag
     assert tb["loss/bpr"][1][1] == pytest.approx(lines[1]["loss"]["bpr"])
     assert tb["valid/Recall@20"][0][1] == pytest.approx(lines[0]["valid"]["Recall@20"])
-    assert tb["hparam/best_valid_Recall@20"][0][1] == pytest.approx(res["valid"]["Recall@20"])
-    assert tb["hparam/test_NDCG@20"][0][1] == pytest.approx(res["test"]["NDCG@20"])
+    hp = scalars(run_dir / "hparams")  # the hparams session (rearm_dgl.hparams)
+    assert hp["hparam/valid.Recall@20"][0][1] == pytest.approx(res["valid"]["Recall@20"])
+    assert hp["hparam/test.NDCG@20"][0][1] == pytest.approx(res["test"]["NDCG@20"])
 
     # The closing table: valid and test metrics, stop reason, features note, run folder.
     assert "metric" in out and "valid" in out and "test" in out

@@ -12,7 +12,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import write_tiny_dataset
-from scipy.stats import ttest_rel
 
 from rearm_dgl.errors import ConfigError, DataError
 from rearm_dgl.experiments import (
@@ -153,11 +152,11 @@ def test_interrupted_run_resumes_only_unfinished_cells_then_reports(world, tmp_p
         best = max(means, key=means.get)
         for m, label in labels.items():
             cell = rows[label][col]
-            assert f"{means[m]:.4f} ± {np.std(raw[m], ddof=1):.4f}" in cell
-            assert cell.startswith("**") == (m == best)
-        base = max(("mf", "lightgcn"), key=means.get)
-        p = ttest_rel(raw["rearm"], raw[base]).pvalue
-        assert rows["REARM"][col].endswith("†") == bool(p < 0.05 and means["rearm"] > means[base])
+            plain = cell.replace("**", "").replace("<u>", "").replace("</u>", "")
+            assert plain == f"{means[m]:.4f} ± {np.std(raw[m], ddof=1):.4f}"
+            if m == best:  # marks compare the displayed values: a tie may share the bold
+                assert cell.startswith("**")
+        assert "†" not in rows["REARM"][col]  # never a dagger from 2 seeds
     index = (out / "index.md").read_text()
     assert index.count("`" + str(runs)) == 6 + 2 + 2  # every run directory is listed
     assert "w/o CL" in (out / "ablation.md").read_text()

@@ -174,6 +174,8 @@ def test_cli_study_preset_trial_outputs_and_best_yaml_trains(tmp_path):
         png = study_dir / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert sorted(p.name for p in (study_dir / "tensorboard").iterdir()) == ["0", "1", "2", "3"]
+    # Trials are hparams sessions named as training runs are (rearm_dgl.hparams).
+    assert all((study_dir / "tensorboard" / str(n) / "hparams").is_dir() for n in range(4))
     assert not list(study_dir.rglob("*.tmp"))
 
     # best.yaml is the best trial's config and trains as is.

@@ -1,9 +1,11 @@
-"""One table of finished runs, read from run directories only.
+"""One table of finished runs: the records, their pandas frame and the provenance rules.
 
-Every row is a :class:`RunRecord` built from a run's ``results.json``, ``config.yaml``,
-``env.json``, ``cell.json`` (written by :mod:`rearm_dgl.experiments`) and
-``per_user_test.npz``. The tables and figures are computed from these records alone, so a
-report never trains and every number traces back to the run directories it lists.
+Every row is a :class:`RunRecord` (read from a run directory by
+:mod:`rearm_dgl.reporting.runs`). The records become one pandas frame (:func:`runs_dataframe`,
+one row per run); the tables, ``runs.csv`` and ``results.csv`` are computed from that frame
+alone, so a report never trains and every number traces back to the runs it lists. Another
+source of runs (a database, say) only has to produce :class:`RunRecord` objects and pass them
+to :func:`frame_from_records`.
 
 Provenance rules (a violation raises :class:`~rearm_dgl.errors.DataError` naming the run):
 
@@ -16,18 +18,20 @@ Provenance rules (a violation raises :class:`~rearm_dgl.errors.DataError` naming
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from rearm_dgl.errors import ConfigError, DataError
-from rearm_dgl.io_utils import read_json
+from rearm_dgl.errors import DataError
 
 METRIC_ALIASES = {"R": "Recall", "N": "NDCG", "P": "Precision", "MAP": "MAP"}
+
+#: Fields of the ``"efficiency"`` object that the training loop writes into results.json.
+EFFICIENCY_FIELDS = ("epoch_seconds", "eval_seconds", "peak_rss_bytes", "peak_gpu_bytes",
+                     "n_parameters")
 
 
 @dataclass
@@ -48,6 +52,8 @@ class RunRecord:
         env: ``env.json`` (may be empty).
         n_test_users: Users in ``per_user_test.npz`` (0 when the file is missing).
         experiment_file: The experiment file the run belongs to (may be empty).
+        efficiency: results.json's ``"efficiency"`` object (empty for older runs): median
+            seconds per epoch and per evaluation, peak RSS and GPU bytes, parameter count.
     """
 
     run_dir: Path
@@ -72,6 +78,7 @@ class RunRecord:
     env: dict[str, Any] = field(default_factory=dict)
     n_test_users: int = 0
     experiment_file: str = ""
+    efficiency: dict[str, float | int | None] = field(default_factory=dict)
 
     @property
     def group(self) -> tuple[str, str, str, str]:
@@ -86,15 +93,60 @@ class RunRecord:
                             f"check eval.topk")
         return float(values[name])
 
+    def per_user(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(users, {metric: per-user test values})`` from ``per_user_test.npz``.
+
+        Raises:
+            UnreadableRun: the file is missing or damaged.
+        """
+        from rearm_dgl.reporting.runs import load_per_user
+
+        return load_per_user(self.run_dir / "per_user_test.npz")
+
 
 @dataclass
 class RunFrame:
-    """The records of a report plus what was expected but not found."""
+    """The records of a report, their pandas frame, and what was expected but not found.
+
+    Attributes:
+        records: The finished runs.
+        missing: Cells of the experiment files without a finished run.
+        experiments: The loaded experiment objects.
+        runs_dir: The runs folder.
+        skipped: ``(run directory, reason)`` of runs left out because their files are damaged.
+    """
 
     records: list[RunRecord]
     missing: list[Path] = field(default_factory=list)
     experiments: list[Any] = field(default_factory=list)  # loaded Experiment objects
     runs_dir: Path = Path("runs")
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    _df: Any = field(default=None, repr=False)
+
+    @property
+    def df(self):
+        """The one pandas frame of the report: one row per run (see :func:`runs_dataframe`)."""
+        if self._df is None:
+            self._df = runs_dataframe(self.records)
+        return self._df
+
+    def values(self, metric: str, **equal: Any) -> dict[int, float]:
+        """seed -> test ``metric`` of the runs whose columns equal ``equal``, from :attr:`df`."""
+        df = self.df
+        mask = np.ones(len(df), dtype=bool)
+        for k, v in equal.items():
+            mask &= (df[k] == v).to_numpy()
+        sub = df[mask]
+        col = f"test_{metric}"
+        if sub.empty:
+            return {}
+        if col not in df.columns or sub[col].isna().any():
+            bad = sub["run_dir"].iloc[0] if col not in df.columns else \
+                sub.loc[sub[col].isna(), "run_dir"].iloc[0]
+            have = sorted(c[5:] for c in df.columns if c.startswith("test_"))
+            raise DataError(Path(bad) / "results.json", f"no test metric {metric!r}",
+                            f"report metrics that the runs computed ({have}); check eval.topk")
+        return {int(s): float(v) for s, v in zip(sub["seed"], sub[col])}
 
     def select(self, **equal: Any) -> list[RunRecord]:
         """Records whose attributes equal the given values."""
@@ -138,173 +190,92 @@ def metric_name(short: str) -> str:
     return f"{METRIC_ALIASES.get(head, head)}@{k}" if k else short
 
 
-# ---------------------------------------------------------------------------------------
-# Reading
-
-
-def read_run(run_dir: str | Path, cell: dict[str, Any] | None = None) -> RunRecord:
-    """Build the record of one finished run directory.
-
-    Raises:
-        DataError: when ``results.json`` is missing, not completed, or inconsistent with
-            ``per_user_test.npz``.
-    """
-    run_dir = Path(run_dir)
-    results_path = run_dir / "results.json"
-    results = read_json(results_path)
-    if results is None:
-        raise DataError(results_path, "missing or not valid JSON",
-                        "finish the run (rearm-dgl experiment run FILE resumes it) or move the "
-                        "directory out of the runs folder")
-    if results.get("status") != "completed":
-        raise DataError(results_path, f"status is {results.get('status')!r}, not 'completed'",
-                        "finish the run or move the directory out of the runs folder")
-    cell = cell if cell is not None else (read_json(run_dir / "cell.json") or {})
-    for key in ("model", "dataset", "seed", "test", "config_fingerprint", "data_fingerprint"):
-        if key not in results:
-            raise DataError(results_path, f"has no {key!r}",
-                            "this is not a results.json written by rearm-dgl train; re-run it")
-    config = {}
-    if (run_dir / "config.yaml").is_file():
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    rec = RunRecord(
-        run_dir=run_dir,
-        experiment=str(cell.get("experiment", "runs")),
-        kind=str(cell.get("kind", "comparison")),
-        dataset=str(cell.get("dataset", _dataset_label(str(results["dataset"])))),
-        model=str(results["model"]),
-        variant=str(cell.get("variant", "default")),
-        seed=int(results["seed"]),
-        label=str(cell.get("label") or cell.get("variant", "default")),
-        sweep=dict(cell.get("sweep") or {}),
-        test={k: float(v) for k, v in results["test"].items()},
-        valid={k: float(v) for k, v in (results.get("valid") or {}).items()},
-        best_epoch=results.get("best_epoch"),
-        epochs_run=results.get("epochs_run"),
-        stop_reason=str(results.get("stop_reason") or ""),
-        wall_seconds=results.get("wall_seconds"),
-        config_fingerprint=str(results["config_fingerprint"]),
-        data_fingerprint=str(results["data_fingerprint"]),
-        features_note=str(results.get("features_note") or ""),
-        config=config,
-        env=read_json(run_dir / "env.json") or {},
-        experiment_file=str(cell.get("experiment_file") or ""),
-    )
-    if cell and cell.get("model") not in (None, rec.model):
-        raise DataError(run_dir / "cell.json", f"names model {cell.get('model')!r} but "
-                        f"results.json says {rec.model!r}", "move the directory away and re-run")
-    _check_per_user(rec)
-    return rec
-
-
-def _check_per_user(rec: RunRecord) -> None:
-    path = rec.run_dir / "per_user_test.npz"
-    if not path.is_file():
-        return
-    try:
-        with np.load(path) as npz:
-            arrays = {k: np.asarray(npz[k]) for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(path, f"cannot be read ({exc})", "re-run the run") from None
-    users = arrays.pop("users", None)
-    rec.n_test_users = int(len(users)) if users is not None else 0
-    for name, values in arrays.items():
-        if name not in rec.test or values.size == 0:
-            continue
-        mean = float(np.mean(values, dtype=np.float64))
-        if not np.isclose(mean, rec.test[name], rtol=1e-4, atol=1e-6):
-            raise DataError(path, f"per-user {name} averages to {mean:.6f} but results.json "
-                            f"says {rec.test[name]:.6f}",
-                            "the run directory mixes files of different runs; re-run it")
-
-
-def _dataset_label(dataset: str) -> str:
-    from rearm_dgl.tracking import dataset_label
-
-    return dataset_label(dataset)
-
-
-def collect_runs(runs_dir: str | Path | None = None, experiments: Sequence[str | Path] = (),
-                 echo: Callable[[str], None] | None = None) -> RunFrame:
-    """Read the finished runs behind a report and check their provenance.
+def frame_from_records(records: Sequence[RunRecord], **extra: Any) -> RunFrame:
+    """The report's frame from records of any source, after the provenance checks.
 
     Args:
-        runs_dir: The runs folder (default ``runs``). With experiment files it overrides
-            their ``runs_dir`` only when given (not ``None``).
-        experiments: Experiment files; when given, exactly their cells are read and each
-            run must carry its cell's config fingerprint. Without them, every finished run
-            (``results.json`` with status completed) under ``runs_dir`` is read.
-        echo: Where notes about skipped runs go.
+        records: Finished runs (from run folders, or another storage).
+        **extra: ``missing``, ``experiments``, ``runs_dir``, ``skipped`` of :class:`RunFrame`.
 
     Raises:
-        DataError: for an empty runs folder or a run that breaks a provenance rule.
-        ConfigError: for a bad experiment file.
+        DataError: a run breaks a provenance rule (see the module docstring).
     """
-    say = echo or (lambda _m: None)
-    if experiments:
-        frame = _collect_experiments(runs_dir, experiments)
-    else:
-        frame = _collect_all(Path(runs_dir if runs_dir is not None else "runs"), say)
-    if not frame.records:
-        where = ", ".join(str(e) for e in experiments) if experiments else str(frame.runs_dir)
-        raise DataError(frame.runs_dir, f"no finished runs found for {where}",
-                        "run the experiment first (rearm-dgl experiment run FILE) or point "
-                        "--runs at the folder that holds the run directories")
-    check_provenance(frame.records)
-    return frame
+    check_provenance(records)
+    return RunFrame(records=list(records), **extra)
 
 
-def _collect_experiments(runs_dir, files: Sequence[str | Path]) -> RunFrame:
-    from rearm_dgl.experiments import load_experiment
-    from rearm_dgl.tracking import config_fingerprint
-
-    records: list[RunRecord] = []
-    missing: list[Path] = []
-    loaded = []
-    names: dict[str, Path] = {}
-    for f in files:
-        exp = load_experiment(f, runs_dir)
-        if exp.name in names:
-            raise ConfigError(f"{f}: experiment name {exp.name!r} is also used by "
-                              f"{names[exp.name]}; give one of them another name")
-        names[exp.name] = Path(f)
-        loaded.append(exp)
-        want: dict[tuple, str] = {}
-        for cell in exp.cells():
-            run_dir = exp.run_dir(cell)
-            results = read_json(run_dir / "results.json")
-            if results is None or results.get("status") != "completed":
-                missing.append(run_dir)
-                continue
-            key = cell.group
-            if key not in want:
-                want[key] = config_fingerprint(exp.config(cell))
-            if results.get("config_fingerprint") != want[key]:
-                raise DataError(
-                    run_dir, f"config fingerprint {results.get('config_fingerprint')} differs "
-                    f"from the one experiment {exp.name} gives this cell ({want[key]}): the run "
-                    f"was made with other settings, so it is not mixed into the report",
-                    f"move the directory away and run `rearm-dgl experiment run {f}`, or "
-                    f"report it without --experiment")
-            records.append(read_run(run_dir, exp.cell_info(cell)))
-    base = Path(runs_dir) if runs_dir is not None else (loaded[0].runs_dir if loaded
-                                                        else Path("runs"))
-    return RunFrame(records=records, missing=missing, experiments=loaded, runs_dir=base)
+#: Identity columns of :func:`runs_dataframe`, in order.
+ID_COLUMNS = ("experiment", "kind", "dataset", "model", "variant", "label", "seed")
 
 
-def _collect_all(runs_dir: Path, say) -> RunFrame:
-    if not runs_dir.is_dir():
-        raise DataError(runs_dir, "runs folder not found",
-                        "pass --runs DIR with the folder that holds the runs (default: runs)")
-    records = []
-    for results_path in sorted(runs_dir.rglob("results.json")):
-        run_dir = results_path.parent
-        results = read_json(results_path)
-        if results is None or results.get("status") != "completed":
-            say(f"skipped unfinished run {run_dir}")
-            continue
-        records.append(read_run(run_dir))
-    return RunFrame(records=records, runs_dir=runs_dir)
+def runs_dataframe(records: Sequence[RunRecord]):
+    """One row per run: the cell, every test and valid metric, epochs, time, memory, size.
+
+    Columns: :data:`ID_COLUMNS`, ``sweep.<key>`` per swept field, ``test_<metric>`` and
+    ``valid_<metric>``, ``best_epoch``, ``epochs_run``, ``stop_reason``, ``wall_seconds``,
+    the :data:`EFFICIENCY_FIELDS` (empty for runs without the efficiency record),
+    ``n_test_users``, ``config_fingerprint``, ``data_fingerprint`` and ``run_dir``.
+    """
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        row: dict[str, Any] = {c: getattr(r, c) for c in ID_COLUMNS}
+        row.update({f"sweep.{k}": v for k, v in r.sweep.items()})
+        row.update({f"test_{k}": v for k, v in r.test.items()})
+        row.update({f"valid_{k}": v for k, v in r.valid.items()})
+        row.update(best_epoch=r.best_epoch, epochs_run=r.epochs_run, stop_reason=r.stop_reason,
+                   wall_seconds=r.wall_seconds)
+        row.update({k: r.efficiency.get(k) for k in EFFICIENCY_FIELDS})
+        row.update(n_test_users=r.n_test_users, config_fingerprint=r.config_fingerprint,
+                   data_fingerprint=r.data_fingerprint, run_dir=str(r.run_dir))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=list(ID_COLUMNS))
+    ints = ["seed", "best_epoch", "epochs_run", "peak_rss_bytes", "peak_gpu_bytes",
+            "n_parameters", "n_test_users"]
+    for col in ints:  # nullable integers: an absent value stays empty, not 0 or a float
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    metric_cols = sorted(c for c in df.columns if c.startswith(("test_", "valid_")))
+    sweep_cols = sorted(c for c in df.columns if c.startswith("sweep."))
+    rest = [c for c in df.columns if c not in (*ID_COLUMNS, *metric_cols, *sweep_cols)]
+    return df[[*ID_COLUMNS, *sweep_cols, *metric_cols, *rest]]
+
+
+def results_dataframe(runs):
+    """The aggregated table: one row per cell (runs that differ only by seed).
+
+    Args:
+        runs: The frame of :func:`runs_dataframe`.
+
+    Returns:
+        The identity columns without ``seed``, then ``n_seeds`` and ``seeds``, then
+        ``<metric>_mean`` and ``<metric>_std`` (sample std, ddof=1; 0 for one seed) per
+        test and valid metric, the mean ``epochs_run``, ``best_epoch`` and ``wall_seconds``,
+        and the medians of the efficiency fields.
+    """
+    import pandas as pd
+
+    keys = [c for c in ID_COLUMNS if c != "seed"]
+    sweep_cols = [c for c in runs.columns if c.startswith("sweep.")]
+    metric_cols = [c for c in runs.columns if c.startswith(("test_", "valid_"))]
+    out = []
+    for key, sub in runs.groupby(keys, sort=False, dropna=False):
+        row: dict[str, Any] = dict(zip(keys, key))
+        row.update({c: sub[c].iloc[0] for c in sweep_cols})
+        row["n_seeds"] = len(sub)
+        row["seeds"] = " ".join(str(s) for s in sorted(sub["seed"]))
+        for c in metric_cols:
+            vals = sub[c].astype(float)
+            row[f"{c}_mean"] = vals.mean()
+            row[f"{c}_std"] = vals.std(ddof=1) if len(vals) > 1 else 0.0
+        for c in ("epochs_run", "best_epoch", "wall_seconds"):
+            row[f"{c}_mean"] = pd.to_numeric(sub[c], errors="coerce").mean()
+        for c in EFFICIENCY_FIELDS:
+            row[f"{c}_median"] = pd.to_numeric(sub[c], errors="coerce").median()
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def check_provenance(records: Sequence[RunRecord]) -> None:
@@ -345,5 +316,5 @@ def check_provenance(records: Sequence[RunRecord]) -> None:
                             "re-run the runs made on the old data, or move them away")
 
 
-__all__ = ["RunFrame", "RunRecord", "check_provenance", "collect_runs", "metric_name",
-           "read_run"]
+__all__ = ["EFFICIENCY_FIELDS", "ID_COLUMNS", "RunFrame", "RunRecord", "check_provenance",
+           "frame_from_records", "metric_name", "results_dataframe", "runs_dataframe"]

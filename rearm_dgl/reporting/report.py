@@ -14,9 +14,12 @@ from pathlib import Path
 import yaml
 
 from rearm_dgl.errors import DataError
-from rearm_dgl.io_utils import atomic_dir
+from rearm_dgl.io_utils import atomic_dir, atomic_save
 from rearm_dgl.reporting import figures, tables
-from rearm_dgl.reporting.frame import RunFrame, RunRecord, collect_runs
+from rearm_dgl.reporting.frame import RunFrame, RunRecord, results_dataframe
+from rearm_dgl.reporting.published import reproduction_tables
+from rearm_dgl.reporting.render import STD_MODES, write_tables
+from rearm_dgl.reporting.runs import collect_runs
 
 ENV_KEYS = ("python", "torch", "dgl", "numpy", "rearm_dgl", "platform", "device",
             "device_name", "git_commit", "git_dirty")
@@ -33,20 +36,23 @@ class ReportResult:
 
 
 def report_command(out: str | Path, runs_dir: str | Path | None,
-                   experiments: Sequence[str | Path]) -> str:
+                   experiments: Sequence[str | Path], std: str = "small") -> str:
     """The shell command that regenerates a report."""
     parts = ["rearm-dgl", "report"]
     if runs_dir is not None:
         parts += ["--runs", str(runs_dir)]
     for e in experiments:
         parts += ["--experiment", str(e)]
+    if std != "small":
+        parts += ["--std", std]
     parts += ["--out", str(out)]
     return shlex.join(parts)
 
 
 def build_report(out: str | Path, runs_dir: str | Path | None = None,
                  experiments: Sequence[str | Path] = (), command: str | None = None,
-                 echo: Callable[[str], None] | None = None) -> ReportResult:
+                 echo: Callable[[str], None] | None = None, std: str = "small"
+                 ) -> ReportResult:
     """Write a report folder from saved runs.
 
     Args:
@@ -56,24 +62,43 @@ def build_report(out: str | Path, runs_dir: str | Path | None = None,
             run under ``runs_dir``.
         command: The regenerating command printed in ``index.md`` (default: rebuilt from
             the arguments).
-        echo: Where notes go.
+        echo: Where notes go (and warnings about runs skipped for damaged files).
+        std: How the LaTeX tables show standard deviations: ``small`` (after the mean in a
+            smaller font), ``inline`` (``mean ± std``) or ``none`` (means only, also in the
+            Markdown tables).
 
     Raises:
         DataError / ConfigError: no runs, a provenance violation or a bad experiment file;
             nothing is written then.
     """
+    if std not in STD_MODES:
+        raise DataError("--std", f"{std!r} is not one of {', '.join(STD_MODES)}",
+                        "pass --std small, inline or none")
     out = Path(out)
     frame = collect_runs(runs_dir, experiments, echo=echo)
-    command = command or report_command(out, runs_dir, experiments)
+    command = command or report_command(out, runs_dir, experiments, std)
     if out.exists() and not out.is_dir():
         raise DataError(out, "exists and is not a folder", "choose another --out")
     with atomic_dir(out) as tmp:
-        files = _write_all(frame, tmp, command, [str(e) for e in experiments])
+        files = _write_all(frame, tmp, command, [str(e) for e in experiments], std)
     return ReportResult(out=out, files=files, n_runs=len(frame.records), missing=frame.missing)
 
 
-def _write_all(frame: RunFrame, out: Path, command: str, experiment_files: list[str]
-               ) -> list[str]:
+def write_csvs(frame: RunFrame, out: Path) -> list[str]:
+    """``runs.csv`` (one row per run) and ``results.csv`` (one row per cell) from the frame.
+
+    Both come from :attr:`RunFrame.df`, the frame the tables are computed from.
+    """
+    runs = frame.df
+    results = results_dataframe(runs)
+    for name, df in (("runs.csv", runs), ("results.csv", results)):
+        atomic_save(out / name, lambda tmp, df=df: df.to_csv(tmp, index=False,
+                                                              float_format="%.10g"))
+    return ["runs.csv", "results.csv"]
+
+
+def _write_all(frame: RunFrame, out: Path, command: str, experiment_files: list[str],
+               std: str = "small") -> list[str]:
     files: list[str] = []
     sections: list[tuple[str, list[str], str]] = []  # (heading, files, description)
 
@@ -81,9 +106,9 @@ def _write_all(frame: RunFrame, out: Path, command: str, experiment_files: list[
     kinds = (
         ("comparison", tables.main_table, "results", "Main results", None,
          "models x datasets, mean ± std over seeds, best bold, second underlined, "
-         "† paired t-test"),
+         "† per-user Wilcoxon signed-rank test"),
         ("ablation", tables.ablation_table, "ablation", "Ablation", figures.ablation_figure,
-         "REARM variants x datasets"),
+         "REARM variants x datasets; the figure shows the change in % from the full model"),
         ("sweep", tables.sensitivity_table, "sensitivity", "Sensitivity",
          figures.sensitivity_figure, "metric vs swept parameter, band ± std"),
     )
@@ -91,28 +116,43 @@ def _write_all(frame: RunFrame, out: Path, command: str, experiment_files: list[
         names = frame.experiment_names(kind)
         if not names:
             continue
-        written = tables.write_tables([table(frame, e) for e in names], out, stem, heading)
+        written = write_tables([table(frame, e) for e in names], out, stem, heading, std)
         if figure is not None:
-            figure(frame, names, out / f"{stem}.png")
-            written.append(f"{stem}.png")
+            written += figure(frame, names, out / stem)
         files += written
         sections.append((heading, written, description))
     comparisons = frame.experiment_names("comparison")
 
-    repro = tables.reproduction_table(frame)
-    written = tables.write_tables([repro], out, "reproduction", "Reported vs reproduced")
+    written = write_tables(reproduction_tables(frame), out, "reproduction",
+                           "Reported vs reproduced", std)
     files += written
-    sections.append(("Reported vs reproduced", written, "the paper's REARM numbers beside ours"))
+    sections.append(("Reported vs reproduced", written, "every published number "
+                     "(rearm_dgl/reporting/published.csv) beside ours"))
 
-    curve_recs = [r for r in frame.records if r.kind == "comparison"] or frame.records
-    figures.curves_figure(frame, curve_recs, out / "curves.png")
-    files.append("curves.png")
-    sections.append(("Training curves", ["curves.png"], "training loss and validation "
+    written = write_tables([tables.efficiency_table(frame)], out, "efficiency", "Efficiency",
+                           std)
+    files += written
+    sections.append(("Efficiency", written, "seconds per epoch and evaluation, epochs to the "
+                     "best epoch, peak memory, parameters"))
+
+    # The main-table runs; without a comparison, the first experiment's (one set of lines).
+    first = frame.experiment_names()[0]
+    curve_recs = ([r for r in frame.records if r.kind == "comparison"]
+                  or frame.select(experiment=first))
+    written = figures.curves_figure(frame, curve_recs, out / "curves")
+    files += written
+    sections.append(("Training curves", written, "training loss and validation "
                      "Recall@20 per epoch" + (" of the main-table runs" if comparisons else "")))
+
+    written = write_csvs(frame, out)
+    files += written
+    sections.append(("Data", written, "one row per run, and one row per cell (mean and std "
+                     "over seeds): the numbers behind every table"))
 
     config_files = _write_configs(frame, out)
     files += config_files
-    (out / "index.md").write_text(_index(frame, sections, command, experiment_files))
+    atomic_save(out / "index.md", lambda tmp: tmp.write_text(
+        _index(frame, sections, command, experiment_files)))
     files.insert(0, "index.md")
     return files
 
@@ -133,7 +173,8 @@ def _write_configs(frame: RunFrame, out: Path) -> list[str]:
                 f"# the runs differ only in train.seed: {seeds}\n"
                 f"# config fingerprint {runs[0].config_fingerprint}, "
                 f"data fingerprint {runs[0].data_fingerprint}\n")
-        path.write_text(head + yaml.safe_dump(runs[0].config, sort_keys=False))
+        text = head + yaml.safe_dump(runs[0].config, sort_keys=False)
+        atomic_save(path, lambda tmp, text=text: tmp.write_text(text))
         written.append(rel)
     return written
 
@@ -209,6 +250,10 @@ def _index(frame: RunFrame, sections, command: str, experiment_files: list[str])
         lines += ["", f"**Cells without a finished run ({len(frame.missing)})**, left out of "
                   "every table:", ""]
         lines += [f"- `{_show(p)}`" for p in frame.missing]
+    if frame.skipped:
+        lines += ["", f"**Runs skipped because their files are damaged ({len(frame.skipped)})**,"
+                  " left out of every table:", ""]
+        lines += [f"- `{_show(p)}`: {why}" for p, why in frame.skipped]
     lines += ["", "## Environment", "", "| runs | " + " | ".join(ENV_KEYS) + " |",
               "|--:|" + "---|" * len(ENV_KEYS)]
     envs: dict[tuple, int] = {}

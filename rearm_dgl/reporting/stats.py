@@ -1,4 +1,4 @@
-"""Summaries over seeds and the paired significance test used by the tables."""
+"""Summaries over seeds, the per-user significance tests and the rank marks of the tables."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Level of the paired t-test behind the dagger marks.
+#: Level of the tests behind the dagger marks.
 ALPHA = 0.05
+#: No dagger is printed from fewer seeds than this.
+MIN_SEEDS = 3
+#: Decimals shown in the tables; ranks are taken on values rounded to this.
+DECIMALS = 4
 
 
 @dataclass(frozen=True)
@@ -34,47 +38,105 @@ class Stat:
 
 
 @dataclass(frozen=True)
-class PairedTest:
-    """Two-sided paired t-test of ``a`` against ``b`` over their common seeds."""
+class UserTest:
+    """Paired tests of model ``a`` against model ``b`` over test users.
+
+    Each user's metric is first averaged over the seeds both models ran (the split is the
+    same for every seed, so a user is one paired observation); the tests then pair users.
+
+    Attributes:
+        seeds: The common seeds.
+        n_users: Users present in every per-user file of both models.
+        wilcoxon_p: Two-sided Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon``, zero
+            differences dropped); nan when every difference is zero or no file exists.
+        ttest_p: Two-sided paired t-test p-value over users (``scipy.stats.ttest_rel``).
+        mean_diff: Mean over users of ``a - b``.
+        note: Why no test was run (empty when it was).
+    """
 
     seeds: tuple[int, ...]
-    statistic: float
-    pvalue: float
+    n_users: int
+    wilcoxon_p: float
+    ttest_p: float
+    mean_diff: float
+    note: str = ""
 
     @property
-    def n(self) -> int:
+    def n_seeds(self) -> int:
         return len(self.seeds)
 
-    def a_better(self, a: Stat, b: Stat, alpha: float = ALPHA) -> bool:
-        """``a`` beats ``b``: higher mean and p < alpha (never with fewer than 2 pairs)."""
-        return (self.n >= 2 and not math.isnan(self.pvalue) and self.pvalue < alpha
-                and a.mean > b.mean)
+    def a_better(self, alpha: float = ALPHA) -> bool:
+        """``a`` beats ``b``: Wilcoxon p < alpha, ``a`` higher, at least :data:`MIN_SEEDS` seeds."""
+        return (self.n_seeds >= MIN_SEEDS and not math.isnan(self.wilcoxon_p)
+                and self.wilcoxon_p < alpha and self.mean_diff > 0)
 
 
-def paired_test(a: Stat, b: Stat) -> PairedTest:
-    """``scipy.stats.ttest_rel`` over the seeds both ``a`` and ``b`` have."""
-    from scipy.stats import ttest_rel
+def seed_averaged(per_seed: Sequence[tuple[np.ndarray, np.ndarray]]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Average per-user values over seeds, keeping users present in every seed.
 
-    seeds = tuple(sorted(set(a.by_seed) & set(b.by_seed)))
-    if len(seeds) < 2:
-        return PairedTest(seeds, math.nan, math.nan)
-    x = [a.by_seed[s] for s in seeds]
-    y = [b.by_seed[s] for s in seeds]
+    Args:
+        per_seed: ``(users, values)`` per seed.
+
+    Returns:
+        ``(users, mean values)`` with users sorted.
+    """
+    users = per_seed[0][0]
+    for u, _ in per_seed[1:]:
+        users = np.intersect1d(users, u)
+    users = np.unique(users)
+    total = np.zeros(users.size, dtype=np.float64)
+    for u, v in per_seed:
+        order = np.argsort(u, kind="stable")
+        pos = order[np.searchsorted(u, users, sorter=order)]
+        total += np.asarray(v, dtype=np.float64)[pos]
+    return users, total / len(per_seed)
+
+
+def user_test(a: dict[int, tuple[np.ndarray, np.ndarray]],
+              b: dict[int, tuple[np.ndarray, np.ndarray]]) -> UserTest:
+    """Wilcoxon signed-rank and paired t-test of ``a`` against ``b`` over users.
+
+    Args:
+        a, b: seed -> ``(users, per-user values)`` of one metric.
+    """
+    from scipy.stats import ttest_rel, wilcoxon
+
+    seeds = tuple(sorted(set(a) & set(b)))
+    if not seeds:
+        return UserTest(seeds, 0, math.nan, math.nan, math.nan, "no per-user files to pair")
+    ua, va = seed_averaged([a[s] for s in seeds])
+    ub, vb = seed_averaged([b[s] for s in seeds])
+    users, ia, ib = np.intersect1d(ua, ub, return_indices=True)
+    x, y = va[ia], vb[ib]
+    diff = x - y
+    if users.size < 2:
+        return UserTest(seeds, int(users.size), math.nan, math.nan, math.nan,
+                        "fewer than 2 common test users")
+    if not np.any(diff):
+        return UserTest(seeds, int(users.size), math.nan, math.nan, 0.0,
+                        "identical per-user values")
     with warnings.catch_warnings():
-        # Identical pairs make the statistic undefined: scipy warns and returns nan (no mark).
+        # Few non-zero differences make scipy warn about the normal approximation.
+        warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        res = ttest_rel(x, y)
-    return PairedTest(seeds, float(res.statistic), float(res.pvalue))
+        w = wilcoxon(x, y)
+        t = ttest_rel(x, y)
+    return UserTest(seeds, int(users.size), float(w.pvalue), float(t.pvalue),
+                    float(diff.mean()))
 
 
-def ranks(values: Sequence[float]) -> list[int | None]:
-    """1 for the largest value, 2 for the second largest, None otherwise (nan never ranks)."""
-    order = sorted((i for i, v in enumerate(values) if not math.isnan(v)),
-                   key=lambda i: -values[i])
-    out: list[int | None] = [None] * len(values)
-    for rank, i in enumerate(order[:2], 1):
-        out[i] = rank
-    return out
+def ranks(values: Sequence[float], decimals: int = DECIMALS) -> list[int | None]:
+    """1 for the largest value, 2 for the next one, None otherwise; nan never ranks.
+
+    Values are compared as displayed, rounded to ``decimals``: values equal there are tied
+    and share a rank (two bold cells), and the next distinct value is second.
+    """
+    shown = [round(v, decimals) if not math.isnan(v) else math.nan for v in values]
+    distinct = sorted({v for v in shown if not math.isnan(v)}, reverse=True)
+    rank_of = {v: i + 1 for i, v in enumerate(distinct[:2])}
+    return [rank_of.get(v) if not math.isnan(v) else None for v in shown]
 
 
-__all__ = ["ALPHA", "PairedTest", "Stat", "paired_test", "ranks"]
+__all__ = ["ALPHA", "DECIMALS", "MIN_SEEDS", "Stat", "UserTest", "ranks", "seed_averaged",
+           "user_test"]

@@ -47,7 +47,7 @@ def fetch_runs(storage: str, experiments: Sequence[str | Path], folder: Path) ->
 
 def build_stored_report(out: str | Path, storage: str, experiments: Sequence[str | Path],
                         command: str | None = None,
-                        echo: Callable[[str], None] | None = None):
+                        echo: Callable[[str], None] | None = None, std: str = "small"):
     """:func:`~rearm_dgl.reporting.report.build_report` over the runs recorded in ``storage``.
 
     Raises:
@@ -61,7 +61,7 @@ def build_stored_report(out: str | Path, storage: str, experiments: Sequence[str
     with tempfile.TemporaryDirectory(prefix="rearm-stored-runs-") as tmp:
         fetch_runs(storage, experiments, Path(tmp))
         return build_report(out, runs_dir=tmp, experiments=experiments, command=command,
-                            echo=echo)
+                            echo=echo, std=std)
 
 
 __all__ = ["build_stored_report", "fetch_runs"]

@@ -286,48 +286,37 @@ def _important_params(study: optuna.Study, varying: Sequence[str]) -> list[str] 
 
 def write_tensorboard(trials: Sequence[FrozenTrial], out_dir: Path,
                       settings: Mapping[str, Any]) -> Path | None:
-    """A TensorBoard hparams view: one run per finished trial in ``out_dir/<number>/``.
+    """A TensorBoard hparams view: one session per finished trial in ``out_dir/<number>/``.
 
-    The folder is rebuilt from scratch in a temporary sibling and swapped in, so it always
-    holds one consistent set of runs.
+    Each trial is written by :func:`rearm_dgl.hparams.write_session`, as training runs are, so
+    the metric names match (``hparam/valid.<metric>``, ``hparam/test.<metric>``) and runs and
+    trials can share a logdir. The folder is rebuilt from scratch in a temporary sibling and
+    swapped in, so it always holds one consistent set of runs.
     """
     from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import hparams
+
+    from rearm_dgl.hparams import metric_tag, write_session
 
     shown = [t for t in trials if t.state in FINISHED]
     if not shown:
         return None
     metric = settings.get("metric", "value")
-    discrete = {}
-    for key, spec in settings.get("space", {}).items():
-        if spec.get("type") == "categorical":
-            discrete[key] = list(spec["choices"])
-    keys = sorted({k for t in shown for k in t.params})
     with atomic_dir(out_dir) as tmp:
         for t in shown:
-            hp = {k: _hparam_value(t.params.get(k)) for k in keys}
-            hp["state"] = t.state.name
+            hp = {**t.params, "state": t.state.name}
             values = dict(t.intermediate_values)
             best = t.value if t.state == TrialState.COMPLETE else (
                 max(values.values()) if values else float("nan"))
-            metrics = {f"hparam/valid.{metric}": float(best)}
+            metrics = {metric_tag("valid", metric): float(best)}
             for k, v in t.user_attrs.items():
                 if _METRIC_ATTR.match(k) and k != f"valid.{metric}" and isinstance(v, float):
-                    metrics[f"hparam/{k}"] = v
+                    split, _, name = k.partition(".")
+                    metrics[metric_tag(split, name)] = v
             run = tmp / str(t.number)
+            write_session(run, hp, metrics, start_time=t.datetime_start.timestamp()
+                          if t.datetime_start else None)
             with SummaryWriter(log_dir=str(run)) as w:
-                exp, ssi, sei = hparams(hp, metrics, {**discrete, "state": ["COMPLETE", "PRUNED"]})
-                for summary in (exp, ssi, sei):
-                    w.file_writer.add_summary(summary)
-                for name, value in metrics.items():
-                    w.add_scalar(name, value)
                 for step, value in sorted(values.items()):
                     w.add_scalar(f"valid/{metric}", value, step)
     return out_dir
-
-
-def _hparam_value(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
 
