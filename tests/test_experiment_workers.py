@@ -66,7 +66,8 @@ def test_three_processes_at_once_run_each_cell_once(tmp_path):
 def test_sigterm_stops_a_cell_where_the_rerun_resumes_it(tmp_path):
     data = write_tiny_dataset(tmp_path / "tiny")
     f = write_exp(tmp_path / "t.yaml", name="t", models=["mf"], datasets=[str(data)],
-                  seeds=[1], set={**MF_FAST, "train.epochs": 400, "train.checkpoint_minutes": 0},
+                  seeds=[1], set={**MF_FAST, "train.epochs": 1200, "train.patience": 5000,
+                           "train.checkpoint_minutes": 0},
                   runs_dir=str(tmp_path / "runs"))
     proc = start(experiment("run", f), tmp_path)
     deadline = time.monotonic() + 120
