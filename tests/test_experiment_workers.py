@@ -66,7 +66,8 @@ def test_three_processes_at_once_run_each_cell_once(tmp_path):
 def test_sigterm_stops_a_cell_where_the_rerun_resumes_it(tmp_path):
     data = write_tiny_dataset(tmp_path / "tiny")
     f = write_exp(tmp_path / "t.yaml", name="t", models=["mf"], datasets=[str(data)],
-                  seeds=[1], set={**MF_FAST, "train.epochs": 400, "train.checkpoint_minutes": 0},
+                  seeds=[1], set={**MF_FAST, "train.epochs": 1200, "train.patience": 5000,
+                           "train.checkpoint_minutes": 0},
                   runs_dir=str(tmp_path / "runs"))
     proc = start(experiment("run", f), tmp_path)
     deadline = time.monotonic() + 120
@@ -143,8 +144,9 @@ def test_two_machines_one_killed_mid_cell_then_report_from_a_third(tmp_path):
         assert status.returncode == 0 and "6 done" in status.stdout, status.stdout
         # ... equals the report of the same cells run locally.
         local = tmp_path / "local"
-        subprocess.run(experiment("run", f), cwd=local if local.mkdir() is None else local,
-                       env=env(), check=True, capture_output=True, timeout=300)
+        local.mkdir()
+        subprocess.run(experiment("run", f), cwd=local, env=env(), check=True,
+                       capture_output=True, timeout=300)
         subprocess.run([*CLI, "report", "--experiment", f, "--out", "rep"], cwd=local,
                        env=env(), check=True, capture_output=True, timeout=300)
         for table in ("results.md", "results.tex"):
@@ -186,11 +188,44 @@ def test_an_unreachable_database_is_a_clear_error_and_nothing_is_written(tmp_pat
     f = write_exp(tmp_path / "u.yaml", name="u", models=["mf"], datasets=[str(data)],
                   seeds=[1], set=MF_FAST)
     cwd = tmp_path / "w"
+    cwd.mkdir()
     done = subprocess.run(experiment("run", f, "--storage",
                                      "postgresql://rearm:pw@127.0.0.1:1/nothing"),
-                          cwd=cwd if cwd.mkdir() is None else cwd, env=env(),
-                          capture_output=True, text=True, timeout=120)
+                          cwd=cwd, env=env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "cannot connect" in done.stderr and "127.0.0.1:1" in done.stderr
     assert "Traceback" not in done.stderr and "pw" not in done.stderr
     assert list(cwd.iterdir()) == []
+
+
+def test_a_database_experiment_on_sqlite_records_claims_results_and_reports(tmp_path):
+    """The database store on SQLite (no server): the same rules as on PostgreSQL."""
+    data = write_tiny_dataset(tmp_path / "tiny")
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    f = write_exp(tmp_path / "s.yaml", name="s", models=["mf"], datasets=[str(data)],
+                  seeds=[1, 2], set=MF_FAST)
+    (tmp_path / "a").mkdir()
+    first = subprocess.run(experiment("run", f, "--storage", url), cwd=tmp_path / "a",
+                           env=env(), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert sorted(done_lines(first.stdout)) == ["tiny/mf/default/s1", "tiny/mf/default/s2"]
+    # Another machine finds nothing left to run ...
+    (tmp_path / "b").mkdir()
+    second = subprocess.run(experiment("run", f, "--storage", url), cwd=tmp_path / "b",
+                            env=env(), capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and "ran 0, already done 2" in second.stdout
+    # ... and writes the report without any run folder.
+    rep = subprocess.run([*CLI, "report", "--storage", url, "--experiment", f, "--out", "rep"],
+                         cwd=tmp_path / "b", env=env(), capture_output=True, text=True,
+                         timeout=300)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    assert "BPR-MF" in (tmp_path / "b" / "rep" / "results.md").read_text()
+    assert not list((tmp_path / "b").rglob("results.json"))
+    # The same name with other cells is refused, and the database keeps what it had.
+    other = write_exp(tmp_path / "o.yaml", name="s", models=["mf"], datasets=[str(data)],
+                      seeds=[1, 3], set=MF_FAST)
+    before = (tmp_path / "shared.db").read_bytes()
+    bad = subprocess.run(experiment("run", other, "--storage", url), cwd=tmp_path / "b",
+                         env=env(), capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "other cells" in bad.stderr and "s3" in bad.stderr
+    assert (tmp_path / "shared.db").read_bytes() == before
