@@ -8,8 +8,8 @@ import torch
 
 from rearm_dgl._dgl import dgl
 from rearm_dgl.graphs import Propagation, propagate
-from rearm_dgl.graphs.propagate import SparseOperator
 from rearm_dgl.graphs import schema as S
+from rearm_dgl.graphs.propagate import SparseOperator
 
 N_USERS, N_ITEMS = 7, 5
 
