@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +13,7 @@ from rearm_dgl.config import build_config
 from rearm_dgl.tuning import load_space
 
 MODELS = ("lattice", "dragon", "mgcn")
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
 
 def run(*args):
@@ -42,7 +44,7 @@ def test_presets_hold_the_reference_values_and_a_point_of_the_grid(name):
         assert cfg.train.batch_size == 2048 and cfg.train.negatives == "train_only"
         assert cfg.params.embedding_size == 64 and cfg.graph.item_knn_k == 10
         assert cfg.eval.stop_decimals == 4
-        space = load_space(f"studies/{name}.yaml", name)
+        space = load_space(STUDIES / f"{name}.yaml", name)
         space.preset_params(cfg)  # raises if the preset is not a point of MMRec's grid
     assert build_config(name, "demo").eval.stop_decimals is None
     assert build_config("dragon", "clothing").params.reg_weight == 0.1
