@@ -280,3 +280,22 @@ def test_resumed_run_matches_uninterrupted(planted, tmp_path):
     resumed = fit(resume=tmp_path / "b", data=data, graph=graph, quiet=True)
     assert resumed.test == full.test
     assert math.isfinite(full.test["Recall@10"])
+
+
+def test_trainer_calls_the_pre_epoch_hook_before_each_epoch(planted, tmp_path, monkeypatch):
+    from rearm_dgl.train import fit
+
+    data, graph = planted
+    calls = []
+    original = DRAGON.start_epoch
+
+    def record(self, epoch):
+        calls.append((epoch, self.training))
+        original(self, epoch)
+
+    monkeypatch.setattr(DRAGON, "start_epoch", record)
+    cfg = build_config("dragon", "planted", overrides=[
+        "train.epochs=2", "train.batch_size=256", "train.device=cpu", "eval.topk=[10]",
+        "eval.metric=Recall@10"])
+    fit(cfg, runs_dir=tmp_path, data=data, graph=graph, quiet=True)
+    assert calls == [(1, True), (2, True)]
