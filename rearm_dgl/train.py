@@ -277,8 +277,14 @@ def fit(
             t_epoch = time.perf_counter()
             _seed_epoch(train_cfg.seed, epoch)
 
-            # Train one epoch of BPR batches.
+            # The model's learning-rate schedule (initial_lr is saved with the optimiser, so
+            # a resumed run scales the same base rate) and its pre-epoch hook.
+            for group in optimizer.param_groups:
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * model.lr_scale(epoch)
             model.train()
+            model.start_epoch(epoch)
+
+            # Train one epoch of BPR batches.
             sums: dict[str, float] = {}
             n_batches = 0
             for batch in sampler.batches(epoch):

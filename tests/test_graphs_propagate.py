@@ -9,6 +9,7 @@ import torch
 from rearm_dgl._dgl import dgl
 from rearm_dgl.graphs import Propagation, propagate
 from rearm_dgl.graphs import schema as S
+from rearm_dgl.graphs.propagate import SparseOperator
 
 N_USERS, N_ITEMS = 7, 5
 
@@ -52,7 +53,10 @@ def _reference(g, relations, x, layers, mode):
         layers_out.append(h)
     if mode == "last":
         return layers_out[-1]
-    return {k: sum(lo[k] for lo in layers_out) / (layers + 1) for k in h}
+    total = {k: sum(lo[k] for lo in layers_out) for k in h}
+    if mode == "sum":
+        return total
+    return {k: v / (layers + 1) for k, v in total.items()}
 
 
 CASES = {
@@ -75,7 +79,7 @@ def _inputs(case, d=6, seed=1):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("mode", ["last", "mean"])
+@pytest.mark.parametrize("mode", ["last", "mean", "sum"])
 @pytest.mark.parametrize("layers", [1, 3])
 def test_backends_match_reference_and_each_other(case, mode, layers):
     g = _random_graph()
@@ -133,9 +137,22 @@ def test_bad_inputs_are_rejected():
     with pytest.raises(ValueError, match="shape"):
         op({S.USER: torch.randn(N_USERS + 1, 2)}, 1)
     with pytest.raises(ValueError, match="mode"):
-        op({S.USER: torch.randn(N_USERS, 2)}, 1, mode="sum")
+        op({S.USER: torch.randn(N_USERS, 2)}, 1, mode="max")
     with pytest.raises(ValueError, match="backend"):
         Propagation(g, [], backend="cuda")
+
+
+def test_sparse_operator_sums_duplicates_and_backpropagates_through_x():
+    rows = torch.tensor([0, 0, 2, 1, 0])
+    cols = torch.tensor([1, 1, 0, 3, 2])
+    vals = torch.tensor([0.5, 0.25, 2.0, -1.0, 3.0])
+    dense = torch.zeros(3, 4).index_put_((rows, cols), vals, accumulate=True)
+    x = torch.randn(4, 2, requires_grad=True)
+    y = SparseOperator(rows, cols, vals, (3, 4))(x)
+    torch.testing.assert_close(y, dense @ x)
+    weights = torch.randn(3, 2)
+    (y * weights).sum().backward()
+    torch.testing.assert_close(x.grad, dense.T @ weights)
 
 
 def test_graph_is_not_modified():

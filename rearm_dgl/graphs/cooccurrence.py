@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["cooccurrence_edges"]
+__all__ = ["cooccurrence_edges", "cooccurrence_lists", "urn_pad"]
 
 Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -148,3 +148,62 @@ def cooccurrence_edges(
     uniq, inv = np.unique(key, return_inverse=True)
     w = np.bincount(inv, weights=w, minlength=uniq.size)
     return uniq // n, uniq % n, w.astype(np.float32)
+
+
+def cooccurrence_lists(r: sp.csr_matrix, n: int, seed: int | Sequence[int] = 0,
+                       max_block_paths: int = _BLOCK_PATHS,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's first ``n`` co-occurring rows by shared count, unpadded (DRAGON, spec B4).
+
+    The neighbours are those of :func:`cooccurrence_edges` before any padding or fallback:
+    nodes sharing at least one interaction, itself excluded, by count descending, ties in a
+    seeded order.
+
+    Args:
+        r: (rows, m) binary CSR; row i's nonzeros are node i's interactions.
+        n: Most neighbours kept per row.
+        seed: Seed of the tie order.
+        max_block_paths: Bound on the two-step paths handled per block (memory knob).
+
+    Returns:
+        ``(neighbours, counts, m)``: (rows, n) int64 and float64 arrays whose first ``m[i]``
+        columns hold row i's neighbours and shared counts (the rest is 0), and (rows,) int64.
+    """
+    rows, n = r.shape[0], int(n)
+    prio = np.random.default_rng(seed).permutation(rows)
+    row, col, cnt = _top_counts(r, n, prio, max_block_paths)  # sorted by row, count desc
+    m = np.bincount(row, minlength=rows).astype(np.int64)
+    rank = np.arange(row.size) - np.searchsorted(row, row, side="left")
+    neighbours = np.zeros((rows, n), dtype=np.int64)
+    counts = np.zeros((rows, n), dtype=np.float64)
+    neighbours[row, rank] = col
+    counts[row, rank] = cnt
+    return neighbours, counts, m
+
+
+def urn_pad(neighbours: np.ndarray, counts: np.ndarray, m: np.ndarray,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Pad every row with ``1 <= m < n`` entries to ``n`` by an urn process (DRAGON's sampler).
+
+    Column j of such a row is a uniform draw from its columns ``0..j-1``, the list as it has
+    grown so far, with its count; rows with ``m = 0`` or ``m >= n`` are left as they are. The
+    loop runs over the ``n`` columns, each step vectorised over the rows.
+
+    Args:
+        neighbours: (rows, n) int64, as returned by :func:`cooccurrence_lists`.
+        counts: (rows, n) float64 counts alongside.
+        m: (rows,) entries held per row.
+        rng: The generator of the draws.
+
+    Returns:
+        Padded copies of ``neighbours`` and ``counts``.
+    """
+    neighbours, counts = neighbours.copy(), counts.copy()
+    for j in range(1, neighbours.shape[1]):
+        grow = np.flatnonzero((m >= 1) & (m <= j))  # rows whose list has j entries so far
+        if grow.size == 0:
+            continue
+        pick = (rng.random(grow.size) * j).astype(np.int64)
+        neighbours[grow, j] = neighbours[grow, pick]
+        counts[grow, j] = counts[grow, pick]
+    return neighbours, counts

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-__all__ = ["knn_graph", "modality_knn", "user_interest_features"]
+__all__ = ["knn_graph", "knn_graph_differentiable", "modality_knn", "user_interest_features"]
 
 # Rows per block are chosen so that one (rows x n) float32 block stays near this size; small
 # enough that a few such temporaries next to the Gram matrix keep the peak memory low.
@@ -103,6 +103,38 @@ def knn_graph(feat: np.ndarray, k: int, block_rows: int | None = None) -> Edges:
     n = x.shape[0]
     xn = x * _inv_norm((x * x).sum(1))[:, None]
     return _topk_blocks(n, n, k, lambda a, b: xn[a:b] @ xn.T, block_rows)
+
+
+def knn_graph_differentiable(x: torch.Tensor, k: int, block_rows: int | None = None
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cosine top-k graph of the rows of ``x`` whose kept values carry gradients to ``x``.
+
+    The top-k columns of each row are found without gradients, one row block of
+    similarities at a time; only the kept cosines are then recomputed from those indices
+    with autograd. Values and gradients equal those of the dense route (similarity matrix,
+    top-k, scatter into a dense matrix) in O(n k) memory instead of O(n^2).
+
+    Args:
+        x: (n, d) features, on any device.
+        k: Neighbours kept per row (capped at n), the row itself included.
+        block_rows: Rows per similarity block (default: about 128 MB per block).
+
+    Returns:
+        ``(rows, cols, values)``: long (n k,), long (n k,) and (n k,) cosines on x's device;
+        row ``rows[e]`` keeps column ``cols[e]``, rows in order, columns by similarity.
+    """
+    n = x.shape[0]
+    k = min(int(k), n)
+    xn = F.normalize(x, dim=1)  # (n, d); a zero row stays zero, so its cosines are 0
+    index = torch.empty((n, k), dtype=torch.long, device=x.device)
+    with torch.no_grad():
+        step = _block_rows(n, block_rows)
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            index[start:stop] = torch.topk(xn[start:stop] @ xn.T, k, dim=1).indices
+    values = torch.einsum("nd,nkd->nk", xn, xn[index])  # (n, k), differentiable
+    rows = torch.arange(n, device=x.device).repeat_interleave(k)
+    return rows, index.reshape(-1), values.reshape(-1)
 
 
 class _HalfGram:

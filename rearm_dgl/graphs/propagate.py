@@ -24,10 +24,10 @@ import torch
 from rearm_dgl._dgl import dgl, fn
 from rearm_dgl.graphs.schema import WEIGHT
 
-__all__ = ["Propagation", "propagate"]
+__all__ = ["Propagation", "SparseOperator", "propagate"]
 
 Backend = Literal["auto", "dgl", "sparse"]
-Mode = Literal["last", "mean"]
+Mode = Literal["last", "mean", "sum"]
 Relation = tuple[tuple[str, str, str], float]
 
 #: What ``auto`` resolves to (see the module docstring for the measurement behind it).
@@ -48,6 +48,39 @@ class _CSRMatMul(torch.autograd.Function):
         if not ctx.needs_input_grad[2]:
             return None, None, None
         return None, None, ctx.a_t @ grad.contiguous()
+
+
+class SparseOperator:
+    """A constant sparse (n_rows, n_cols) matrix ``M``: ``op(x) = M @ x``, differentiable in x.
+
+    For operators a model rebuilds itself (a per-epoch user graph, a learned item graph once
+    its values are fixed); the heterograph's relations go through :class:`Propagation`.
+    Duplicate (row, col) entries are summed. ``M`` and ``M^T`` are stored as CSR once, so the
+    backward pass multiplies by the stored transpose.
+
+    Args:
+        rows: (nnz,) long row indices.
+        cols: (nnz,) long column indices.
+        values: (nnz,) float values (detached).
+        shape: ``(n_rows, n_cols)``.
+    """
+
+    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
+                 shape: tuple[int, int]):
+        a = torch.sparse_coo_tensor(torch.stack([rows.long(), cols.long()]),
+                                    values.detach().float(), shape,
+                                    check_invariants=False).coalesce()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            self._a, self._a_t = a.to_sparse_csr(), a.t().coalesce().to_sparse_csr()
+        self.shape = tuple(shape)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``M @ x`` for x of shape (n_cols, d): (n_rows, d)."""
+        if self._a.device != x.device or self._a.dtype != x.dtype:
+            self._a = self._a.to(device=x.device, dtype=x.dtype)
+            self._a_t = self._a_t.to(device=x.device, dtype=x.dtype)
+        return _CSRMatMul.apply(self._a, self._a_t, x)
 
 
 class Propagation:
@@ -132,13 +165,14 @@ class Propagation:
             x: ``{ntype: (num_nodes(ntype), d) tensor}``; must contain every source type of
                 the relations. All tensors share one device and dtype.
             layers: Number of layers L (0 returns the input).
-            mode: ``"last"`` returns layer L; ``"mean"`` the mean of layers 0..L.
+            mode: ``"last"`` returns layer L; ``"mean"`` the mean of layers 0..L; ``"sum"``
+                their sum (DRAGON's ``Z + A Z + A^2 Z``).
 
         Returns:
             A dict with the same keys and shapes as ``x``.
         """
-        if mode not in ("last", "mean"):
-            raise ValueError(f"mode must be 'last' or 'mean', got {mode!r}")
+        if mode not in ("last", "mean", "sum"):
+            raise ValueError(f"mode must be 'last', 'mean' or 'sum', got {mode!r}")
         if layers < 0:
             raise ValueError(f"layers must be >= 0, got {layers}")
         missing = [nt for nt in self.src_types if nt not in x]
@@ -160,14 +194,14 @@ class Propagation:
         step = self._step_dgl if backend == "dgl" else self._step_sparse
 
         h = dict(x)
-        total = dict(x) if mode == "mean" else None
+        total = dict(x) if mode != "last" else None
         for _ in range(layers):
             h = step(h)
             if total is not None:
                 total = {nt: total[nt] + h[nt] for nt in total}
-        if total is not None:
+        if total is not None and mode == "mean":
             return {nt: t / (layers + 1) for nt, t in total.items()}
-        return h
+        return total if total is not None else h
 
     def _zeros(self, like: torch.Tensor, nt: str) -> torch.Tensor:
         return like.new_zeros((self.num_nodes[nt], like.shape[1]))

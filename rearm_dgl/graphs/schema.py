@@ -22,6 +22,10 @@ USER_INTEREST_TEXT = (USER, "interest_text", USER)
 ITEM_SEMANTIC_IMAGE = (ITEM, "semantic_image", ITEM)
 ITEM_SEMANTIC_TEXT = (ITEM, "semantic_text", ITEM)
 
+# Self-loops, only in operators derived from the heterograph (graphs/derived.py).
+USER_SELF = (USER, "self_user", USER)
+ITEM_SELF = (ITEM, "self_item", ITEM)
+
 WEIGHT = "w"  # edge-data key of every relation's weight
 
 INTERACTION_RELATIONS = (INTERACTS, INTERACTED_BY)

@@ -86,6 +86,18 @@ class Recommender(nn.Module):
         """The optimiser this model is trained with (Adam by default)."""
         return fused_optimizer(torch.optim.Adam, self.parameters(), lr=lr)
 
+    def start_epoch(self, epoch: int) -> None:
+        """Called by the trainer before the batches of ``epoch`` (1, 2, ...); no-op by default.
+
+        Models that redraw a graph or rebuild a learned structure once per epoch do it here
+        (MMRec's ``pre_epoch_processing``). It must depend only on ``epoch`` and the model's
+        state, so a resumed run replays the uninterrupted one.
+        """
+
+    def lr_scale(self, epoch: int) -> float:
+        """Learning-rate multiplier for ``epoch`` (1, 2, ...); 1 (a constant rate) by default."""
+        return 1.0
+
 
 def require_features(model: str, data: Interactions) -> None:
     """Raise :class:`DataError` when a feature-based model meets a dataset without features."""
@@ -97,9 +109,33 @@ def require_features(model: str, data: Interactions) -> None:
             "lightgcn")
 
 
+def add_feature_table(module: nn.Module, name: str, feat: Tensor, trainable: bool) -> None:
+    """Give ``module`` its copy of a feature matrix as ``module.<name>``.
+
+    Trainable: a parameter initialised with the features, which the optimiser updates (as
+    the reference code of LATTICE, MGCN and BM3 does). Frozen: a buffer left out of the state
+    dict (the dataset holds it), which still follows ``module.to(device)``.
+    """
+    if trainable:
+        setattr(module, name, nn.Parameter(feat.clone()))
+    else:
+        module.register_buffer(name, feat.clone(), persistent=False)
+
+
 def bpr_loss(pos: Tensor, neg: Tensor) -> Tensor:
     """``-mean log sigmoid(pos - neg)`` over a batch of score pairs (B,), (B,)."""
     return -F.logsigmoid(pos - neg).mean()
+
+
+def half_sq_norm_loss(*embeddings: Tensor) -> Tensor:
+    """Half the sum of the squared Frobenius norms of (B, d) tensors, divided by B.
+
+    ``(|u|^2 + |p|^2 + |n|^2) / (2 B)``: the L2 penalty that LATTICE and MGCN put on the final
+    embeddings of a batch (the reference divides by its configured batch size, 2048, which
+    differs from B only on the last, shorter batch of an epoch).
+    """
+    total = sum(e.pow(2).sum() for e in embeddings)
+    return 0.5 * total / embeddings[-1].shape[0]
 
 
 def emb_norm_loss(*embeddings: Tensor) -> Tensor:
@@ -110,6 +146,31 @@ def emb_norm_loss(*embeddings: Tensor) -> Tensor:
     """
     total = sum(torch.linalg.vector_norm(e) for e in embeddings)
     return total / embeddings[-1].shape[0]
+
+
+def info_nce(anchors: Tensor, candidates: Tensor, tau: float, targets: Tensor | None = None,
+             cosine: bool = True, reduction: str = "mean") -> Tensor:
+    """InfoNCE of ``anchors`` (n, d) against ``candidates`` (m, d); the positive is a candidate.
+
+    ``-log(exp(s(a_n, c_{t_n}) / tau) / sum_j exp(s(a_n, c_j) / tau))`` per anchor, with ``s``
+    the cosine (``cosine=True``) or the raw dot product, and ``t_n = targets[n]`` (default
+    ``n``: in-batch, row n of the candidates is anchor n's positive). The denominator holds
+    every candidate, the positive included, as in the MMRec models.
+
+    Args:
+        anchors: (n, d) anchor views.
+        candidates: (m, d) candidate views (m = n for in-batch negatives).
+        tau: Temperature.
+        targets: (n,) long index of each anchor's positive among the candidates.
+        cosine: L2-normalise both sides (eps 1e-12) before the product.
+        reduction: ``"mean"`` or ``"sum"`` over the anchors.
+    """
+    if cosine:
+        anchors, candidates = F.normalize(anchors, dim=1), F.normalize(candidates, dim=1)
+    if targets is None:
+        targets = torch.arange(anchors.shape[0], device=anchors.device)
+    logits = anchors @ candidates.T / tau  # (n, m)
+    return F.cross_entropy(logits, targets, reduction=reduction)
 
 
 def fused_optimizer(cls: type[torch.optim.Optimizer], params, **kwargs) -> torch.optim.Optimizer:

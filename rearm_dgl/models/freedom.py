@@ -34,8 +34,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from rearm_dgl._dgl import dgl
 from rearm_dgl.config import check
+from rearm_dgl.graphs.derived import interaction_graph, item_knn_graph
 from rearm_dgl.graphs.propagate import Propagation
 from rearm_dgl.graphs.schema import (
     INTERACTED_BY,
@@ -44,7 +44,6 @@ from rearm_dgl.graphs.schema import (
     ITEM_SEMANTIC_IMAGE,
     ITEM_SEMANTIC_TEXT,
     USER,
-    WEIGHT,
 )
 from rearm_dgl.models import registry
 from rearm_dgl.models.base import (
@@ -106,37 +105,6 @@ def sym_norm_weights(rows: Tensor, cols: Tensor, n_rows: int, n_cols: int) -> Te
     return d_r.pow(-0.5)[rows] * d_c.pow(-0.5)[cols]
 
 
-def freedom_item_graph(graph, n_items: int) -> dgl.DGLHeteroGraph:
-    """The frozen item-item graph: the heterograph's kNN neighbours with FREEDOM's weights.
-
-    For each modality relation (edge j -> i when j is among i's top-k), the kNN matrix is
-    binary with ones at (i, j) and is normalised by ``D^-1/2 A D^-1/2`` with D its row sums
-    (FREEDOM normalises both sides by the row sums), giving ``1 / sqrt(k_i k_j)``.
-    """
-    data = {}
-    weights = {}
-    for etype in (ITEM_SEMANTIC_IMAGE, ITEM_SEMANTIC_TEXT):
-        src, dst = (t.cpu() for t in graph.edges(etype=etype))
-        ones = torch.ones(dst.shape[0])
-        d = torch.zeros(n_items).index_add_(0, dst, ones) + _EPS  # row sums (kept per item)
-        weights[etype] = d.pow(-0.5)[dst] * d.pow(-0.5)[src]
-        data[etype] = (src, dst)
-    g = dgl.heterograph(data, num_nodes_dict={ITEM: n_items})
-    for etype, w in weights.items():
-        g.edges[etype].data[WEIGHT] = w
-    return g
-
-
-def interaction_graph(users: Tensor, items: Tensor, weights: Tensor, n_users: int,
-                      n_items: int) -> dgl.DGLHeteroGraph:
-    """Both interaction relations over the edges (users[k], items[k]) with ``weights``."""
-    g = dgl.heterograph({INTERACTS: (users, items), INTERACTED_BY: (items, users)},
-                        num_nodes_dict={USER: n_users, ITEM: n_items})
-    g.edges[INTERACTS].data[WEIGHT] = weights
-    g.edges[INTERACTED_BY].data[WEIGHT] = weights
-    return g
-
-
 @registry.register
 class FREEDOM(Recommender):
     """FREEDOM: frozen item-item graph plus degree-sensitive pruning of the user-item graph.
@@ -183,7 +151,7 @@ class FREEDOM(Recommender):
         self.text_proj = nn.Linear(text_feat.shape[1], embedding_size)
 
         self.item_prop = Propagation(
-            freedom_item_graph(graph, n_items),
+            item_knn_graph(graph, (ITEM_SEMANTIC_IMAGE, ITEM_SEMANTIC_TEXT), "binary"),
             [(ITEM_SEMANTIC_IMAGE, mm_image_weight), (ITEM_SEMANTIC_TEXT, 1.0 - mm_image_weight)])
         self.full_prop = Propagation(graph, [(INTERACTS, 1.0), (INTERACTED_BY, 1.0)])
 

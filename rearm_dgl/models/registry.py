@@ -14,7 +14,7 @@ import importlib
 from rearm_dgl.errors import ConfigError
 
 _MODELS: dict[str, type] = {}
-_BUILTIN = ("rearm", "mf", "lightgcn", "vbpr", "freedom")
+_BUILTIN = ("rearm", "mf", "lightgcn", "vbpr", "freedom", "lattice", "dragon", "mgcn")
 
 
 def register(cls: type) -> type:
