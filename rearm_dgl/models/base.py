@@ -112,6 +112,31 @@ def emb_norm_loss(*embeddings: Tensor) -> Tensor:
     return total / embeddings[-1].shape[0]
 
 
+def info_nce(anchors: Tensor, candidates: Tensor, tau: float, targets: Tensor | None = None,
+             cosine: bool = True, reduction: str = "mean") -> Tensor:
+    """InfoNCE of ``anchors`` (n, d) against ``candidates`` (m, d); the positive is a candidate.
+
+    ``-log(exp(s(a_n, c_{t_n}) / tau) / sum_j exp(s(a_n, c_j) / tau))`` per anchor, with ``s``
+    the cosine (``cosine=True``) or the raw dot product, and ``t_n = targets[n]`` (default
+    ``n``: in-batch, row n of the candidates is anchor n's positive). The denominator holds
+    every candidate, the positive included, as in the MMRec models.
+
+    Args:
+        anchors: (n, d) anchor views.
+        candidates: (m, d) candidate views (m = n for in-batch negatives).
+        tau: Temperature.
+        targets: (n,) long index of each anchor's positive among the candidates.
+        cosine: L2-normalise both sides (eps 1e-12) before the product.
+        reduction: ``"mean"`` or ``"sum"`` over the anchors.
+    """
+    if cosine:
+        anchors, candidates = F.normalize(anchors, dim=1), F.normalize(candidates, dim=1)
+    if targets is None:
+        targets = torch.arange(anchors.shape[0], device=anchors.device)
+    logits = anchors @ candidates.T / tau  # (n, m)
+    return F.cross_entropy(logits, targets, reduction=reduction)
+
+
 def fused_optimizer(cls: type[torch.optim.Optimizer], params, **kwargs) -> torch.optim.Optimizer:
     """``cls(params, fused=True, **kwargs)`` where this torch and device have the fused kernel.
 

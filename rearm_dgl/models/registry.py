@@ -8,7 +8,7 @@ import importlib
 from rearm_dgl.errors import ConfigError
 
 _MODELS: dict[str, type] = {}
-_BUILTIN = ("rearm", "mf", "lightgcn", "vbpr", "freedom")
+_BUILTIN = ("rearm", "mf", "lightgcn", "vbpr", "freedom", "bm3", "slmrec", "lgmrec")
 
 
 def register(cls: type) -> type:
