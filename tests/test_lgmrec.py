@@ -138,13 +138,22 @@ def test_loss_parts(planted):
 
 def test_gumbel_noise_at_evaluation_follows_the_flag(planted):
     sample = model(planted, eval_gumbel="sample")
-    sample.eval()
-    with torch.no_grad():
-        assert not torch.equal(sample.embeddings()[0], sample.embeddings()[0])
     plain = model(planted, eval_gumbel="none")
+    sample.eval()
     plain.eval()
     with torch.no_grad():
+        noisy = sample.embeddings()[0]
+        # Noise is drawn when evaluating (the reference), from the checkpoint's own seed.
+        assert not torch.allclose(noisy, plain.embeddings()[0])
+        assert torch.equal(noisy, sample.embeddings()[0])
         assert torch.equal(plain.embeddings()[0], plain.embeddings()[0])
+        torch.manual_seed(123)  # another global state: the copy's own seed would differ
+        copy = LGMRec.build(LGMRecConfig(), *planted, CPU)
+        copy.load_state_dict(sample.state_dict())
+        copy.eval()
+        assert torch.equal(copy.embeddings()[0], noisy)
+        sample.train()
+        assert not torch.equal(sample.embeddings()[0], sample.embeddings()[0])
 
 
 def test_hyperedge_dropout_in_training_only(planted):

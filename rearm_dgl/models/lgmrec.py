@@ -19,8 +19,9 @@ and reused by every hyper layer. The loss is BPR on the final embeddings, plus `
 times a cross-modal hypergraph contrastive loss (visual anchor, all textual users or items
 as candidates, cosine / 0.2, summed over the batch), plus ``reg_weight`` times the MMRec
 embedding penalty on the batch's final vectors. As in the reference code, the Gumbel noise is
-also drawn when evaluating (``eval_gumbel: sample``); ``none`` scores with the plain softmax
-at tau instead, a deviation that makes evaluation deterministic.
+also drawn when evaluating (``eval_gumbel: sample``), here from a generator seeded by a seed
+saved with the weights, so one checkpoint always scores the same; ``none`` scores with the
+plain softmax at tau instead (a deviation from the reference).
 """
 
 from __future__ import annotations
@@ -166,6 +167,9 @@ class LGMRec(Recommender):
         self.image_hyper = xavier(image_feat.shape[1], p.hyper_num)
         self.text_hyper = xavier(text_feat.shape[1], p.hyper_num)
         self.hyper_drop = nn.Dropout(1.0 - p.keep_rate)
+        # Seed of the evaluation-time Gumbel noise, drawn from the (trainer-seeded) global
+        # generator and saved with the weights, so re-scoring a checkpoint reproduces it.
+        self.register_buffer("eval_noise_seed", torch.randint(0, 2**31 - 1, ()))
 
     @classmethod
     def build(cls, params: LGMRecConfig, data, graph, device) -> LGMRec:
@@ -174,11 +178,23 @@ class LGMRec(Recommender):
                     torch.from_numpy(data.text_feat), data.n_users, params)
         return model.to(device)
 
-    def _assign(self, logits: Tensor) -> Tensor:
-        """Row-wise soft hyperedge assignments of (n, H) logits."""
-        if self.training or self.p.eval_gumbel == "sample":
-            return F.gumbel_softmax(logits, tau=TAU, hard=False, dim=1)
-        return torch.softmax(logits / TAU, dim=1)
+    def _assign(self, logits: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Row-wise soft hyperedge assignments of (n, H) logits: softmax((logits + g) / tau).
+
+        ``g`` is Gumbel(0, 1) noise drawn from ``generator`` (the global one when None), or
+        zero when evaluating with ``eval_gumbel: none``.
+        """
+        if not self.training and self.p.eval_gumbel == "none":
+            return torch.softmax(logits / TAU, dim=1)
+        gumbel = -torch.empty_like(logits).exponential_(generator=generator).log()
+        return torch.softmax((logits + gumbel) / TAU, dim=1)
+
+    def _eval_generator(self, device: torch.device) -> torch.Generator | None:
+        """In evaluation, a generator seeded from the weights' own seed: the noise is drawn
+        as in the reference, but one checkpoint always scores the same."""
+        if self.training:
+            return None
+        return torch.Generator(device=device).manual_seed(int(self.eval_noise_seed))
 
     def forward(self) -> tuple[Tensor, Tensor, dict[str, tuple[Tensor, Tensor]]]:
         """Final users (U, d), items (I, d), and per modality the hyper outputs (Z_u, X_i)."""
@@ -193,12 +209,13 @@ class LGMRec(Recommender):
         local_i = c[ITEM] + sum(F.normalize(t, dim=1) for t in g[ITEM].split(d, dim=1))
 
         hyper: dict[str, tuple[Tensor, Tensor]] = {}
+        gen = self._eval_generator(c[ITEM].device)
         for m, feat, q in (("v", self.image_feat, self.image_hyper),
                            ("t", self.text_feat, self.text_hyper)):
             logits_i = feat @ q  # (I, H)
             logits_u = torch.sparse.mm(self.interactions, logits_i)  # (U, H), a sum
-            a_i = self.hyper_drop(self._assign(logits_i))
-            a_u = self.hyper_drop(self._assign(logits_u))
+            a_i = self.hyper_drop(self._assign(logits_i, gen))
+            a_u = self.hyper_drop(self._assign(logits_u, gen))
             hyper[m] = hypergraph_propagate(a_i, a_u, c[ITEM], p.n_hyper_layer)
         global_u = hyper["v"][0] + hyper["t"][0]
         global_i = hyper["v"][1] + hyper["t"][1]
