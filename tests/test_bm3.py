@@ -127,6 +127,7 @@ def test_feature_tables_train_only_when_asked(planted):
     assert model(planted).text_table.requires_grad
     frozen = model(planted, train_features=False)
     assert not frozen.text_table.requires_grad and not frozen.image_table.requires_grad
+    assert not {"text_table", "image_table"} & set(dict(frozen.named_parameters()))
 
 
 def test_reduces_to_lightgcn_plus_the_item_layer_zero(planted):

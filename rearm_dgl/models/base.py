@@ -97,6 +97,19 @@ def require_features(model: str, data: Interactions) -> None:
             "lightgcn")
 
 
+def add_feature_table(module: nn.Module, name: str, feat: Tensor, trainable: bool) -> None:
+    """Give ``module`` its copy of a feature matrix as ``module.<name>``.
+
+    Trainable: a parameter initialised with the features, which the optimiser updates (as
+    the reference code of LATTICE, MGCN and BM3 does). Frozen: a buffer left out of the state
+    dict (the dataset holds it), which still follows ``module.to(device)``.
+    """
+    if trainable:
+        setattr(module, name, nn.Parameter(feat.clone()))
+    else:
+        module.register_buffer(name, feat.clone(), persistent=False)
+
+
 def bpr_loss(pos: Tensor, neg: Tensor) -> Tensor:
     """``-mean log sigmoid(pos - neg)`` over a batch of score pairs (B,), (B,)."""
     return -F.logsigmoid(pos - neg).mean()

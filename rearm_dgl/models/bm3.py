@@ -39,6 +39,7 @@ from rearm_dgl.models.base import (
     LossOut,
     ModelConfig,
     Recommender,
+    add_feature_table,
     emb_norm_loss,
     require_features,
 )
@@ -116,8 +117,8 @@ class BM3(Recommender):
         self.prop = Propagation(graph, [(INTERACTS, 1.0), (INTERACTED_BY, 1.0)])
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, embedding_size)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, embedding_size)))
-        self.image_table = nn.Parameter(image_feat.clone(), requires_grad=train_features)
-        self.text_table = nn.Parameter(text_feat.clone(), requires_grad=train_features)
+        add_feature_table(self, "image_table", image_feat, train_features)  # (I, F_v)
+        add_feature_table(self, "text_table", text_feat, train_features)  # (I, F_t)
         self.image_proj = _xavier_normal_linear(image_feat.shape[1], embedding_size)
         self.text_proj = _xavier_normal_linear(text_feat.shape[1], embedding_size)
         self.predictor = _xavier_normal_linear(embedding_size, embedding_size)

@@ -43,6 +43,7 @@ from rearm_dgl.models.base import (
     LossOut,
     ModelConfig,
     Recommender,
+    add_feature_table,
     bpr_loss,
     emb_norm_loss,
     info_nce,
@@ -156,8 +157,8 @@ class LGMRec(Recommender):
                                                                   mean=False), persistent=False)
         self.register_buffer("user_mean", _sparse_interactions(train_pairs, n_users, n_items,
                                                                mean=True), persistent=False)
-        self.register_buffer("image_feat", image_feat.clone(), persistent=False)
-        self.register_buffer("text_feat", text_feat.clone(), persistent=False)
+        add_feature_table(self, "image_feat", image_feat, trainable=False)  # (I, F_v)
+        add_feature_table(self, "text_feat", text_feat, trainable=False)  # (I, F_t)
 
         def xavier(*shape: int) -> nn.Parameter:
             return nn.Parameter(nn.init.xavier_uniform_(torch.empty(*shape)))

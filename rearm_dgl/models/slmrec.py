@@ -41,6 +41,7 @@ from rearm_dgl.models.base import (
     LossOut,
     ModelConfig,
     Recommender,
+    add_feature_table,
     fused_optimizer,
     info_nce,
     require_features,
@@ -122,9 +123,9 @@ class SLMRec(Recommender):
         self.prop = Propagation(graph, [(INTERACTS, 1.0), (INTERACTED_BY, 1.0)])
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, d)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, d)))
-        # Frozen, row-normalised once (a buffer: saved with the model, never trained).
-        self.register_buffer("image_feat", F.normalize(image_feat, dim=1), persistent=False)
-        self.register_buffer("text_feat", F.normalize(text_feat, dim=1), persistent=False)
+        # Row-normalised once, then frozen.
+        add_feature_table(self, "image_feat", F.normalize(image_feat, dim=1), trainable=False)
+        add_feature_table(self, "text_feat", F.normalize(text_feat, dim=1), trainable=False)
         self.image_dense = _xavier_uniform_linear(image_feat.shape[1], d)
         self.text_dense = _xavier_uniform_linear(text_feat.shape[1], d)
         self.user_fuse = _xavier_uniform_linear(3 * d, d)
