@@ -86,6 +86,18 @@ class Recommender(nn.Module):
         """The optimiser this model is trained with (Adam by default)."""
         return fused_optimizer(torch.optim.Adam, self.parameters(), lr=lr)
 
+    def start_epoch(self, epoch: int) -> None:
+        """Called by the trainer before the batches of ``epoch`` (1, 2, ...); no-op by default.
+
+        Models that redraw a graph or rebuild a learned structure once per epoch do it here
+        (MMRec's ``pre_epoch_processing``). It must depend only on ``epoch`` and the model's
+        state, so a resumed run replays the uninterrupted one.
+        """
+
+    def lr_scale(self, epoch: int) -> float:
+        """Learning-rate multiplier for ``epoch`` (1, 2, ...); 1 (a constant rate) by default."""
+        return 1.0
+
 
 def require_features(model: str, data: Interactions) -> None:
     """Raise :class:`DataError` when a feature-based model meets a dataset without features."""
