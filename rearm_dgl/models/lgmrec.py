@@ -115,13 +115,10 @@ def hypergraph_propagate(item_hyper: Tensor, user_hyper: Tensor, x: Tensor, laye
     return z_u, x
 
 
-def _sparse_interactions(train: np.ndarray, n_users: int, n_items: int, mean: bool) -> Tensor:
-    """The (U, I) training matrix R as a coalesced sparse tensor; rows / (deg_u + 1e-7) if mean."""
+def _sparse_interactions(train: np.ndarray, n_users: int, n_items: int) -> Tensor:
+    """The binary (U, I) training matrix R as a coalesced sparse tensor."""
     users, items = torch.from_numpy(train[0]).long(), torch.from_numpy(train[1]).long()
     values = torch.ones(users.shape[0])
-    if mean:
-        deg = torch.zeros(n_users).index_add_(0, users, values) + _EPS
-        values = values / deg[users]
     return torch.sparse_coo_tensor(torch.stack([users, items]), values, (n_users, n_items),
                                    check_invariants=False).coalesce()
 
@@ -153,10 +150,11 @@ class LGMRec(Recommender):
         n_items, d = image_feat.shape[0], p.embedding_size
         self.n_users = n_users
         self.prop = Propagation(graph, [(INTERACTS, 1.0), (INTERACTED_BY, 1.0)])
-        self.register_buffer("interactions", _sparse_interactions(train_pairs, n_users, n_items,
-                                                                  mean=False), persistent=False)
-        self.register_buffer("user_mean", _sparse_interactions(train_pairs, n_users, n_items,
-                                                               mean=True), persistent=False)
+        r = _sparse_interactions(train_pairs, n_users, n_items)
+        self.register_buffer("interactions", r, persistent=False)
+        degree = torch.zeros(n_users).index_add_(0, r.indices()[0], r.values())
+        self.register_buffer("inv_user_degree", (1.0 / (degree + _EPS))[:, None],
+                             persistent=False)  # (U, 1)
         add_feature_table(self, "image_feat", image_feat, trainable=False)  # (I, F_v)
         add_feature_table(self, "text_feat", text_feat, trainable=False)  # (I, F_t)
 
@@ -200,23 +198,26 @@ class LGMRec(Recommender):
     def forward(self) -> tuple[Tensor, Tensor, dict[str, tuple[Tensor, Tensor]]]:
         """Final users (U, d), items (I, d), and per modality the hyper outputs (Z_u, X_i)."""
         p = self.p
+        d, h = p.embedding_size, p.hyper_num
         c = self.prop({USER: self.user_emb, ITEM: self.item_emb}, p.n_ui_layers, "mean")
+        # One product per feature matrix gives its projection (d columns) and its hyperedge
+        # logits (H columns); one sparse product sums both over each user's items.
+        image = self.image_feat @ torch.cat([self.image_trs, self.image_hyper], 1)  # (I, d+H)
+        text = self.text_feat @ torch.cat([self.text_trs, self.text_hyper], 1)  # (I, d+H)
+        items = torch.cat([image[:, :d], text[:, :d], image[:, d:], text[:, d:]], 1)
+        users = torch.sparse.mm(self.interactions, items)  # (U, 2d+2H), sums over R
+        f_i, f_u = items[:, :2 * d], users[:, :2 * d] * self.inv_user_degree  # means for users
         # Both modality branches propagate as one (U+I, 2d) input: columns [0:d] visual.
-        f_i = torch.cat([self.image_feat @ self.image_trs, self.text_feat @ self.text_trs], 1)
-        f_u = torch.sparse.mm(self.user_mean, f_i)  # (U, 2d), mean of the user's items
         g = self.prop({USER: f_u, ITEM: f_i}, p.n_mm_layers, "last")
-        d = p.embedding_size
         local_u = c[USER] + sum(F.normalize(t, dim=1) for t in g[USER].split(d, dim=1))
         local_i = c[ITEM] + sum(F.normalize(t, dim=1) for t in g[ITEM].split(d, dim=1))
 
         hyper: dict[str, tuple[Tensor, Tensor]] = {}
         gen = self._eval_generator(c[ITEM].device)
-        for m, feat, q in (("v", self.image_feat, self.image_hyper),
-                           ("t", self.text_feat, self.text_hyper)):
-            logits_i = feat @ q  # (I, H)
-            logits_u = torch.sparse.mm(self.interactions, logits_i)  # (U, H), a sum
-            a_i = self.hyper_drop(self._assign(logits_i, gen))
-            a_u = self.hyper_drop(self._assign(logits_u, gen))
+        for k, m in enumerate(("v", "t")):
+            cols = slice(2 * d + k * h, 2 * d + (k + 1) * h)
+            a_i = self.hyper_drop(self._assign(items[:, cols], gen))  # (I, H)
+            a_u = self.hyper_drop(self._assign(users[:, cols], gen))  # (U, H), summed logits
             hyper[m] = hypergraph_propagate(a_i, a_u, c[ITEM], p.n_hyper_layer)
         global_u = hyper["v"][0] + hyper["t"][0]
         global_i = hyper["v"][1] + hyper["t"][1]
