@@ -13,9 +13,9 @@ pass through one shared predictor ``g`` (Linear d -> d) and are pulled towards d
     (L_v, L_vv likewise)
     total = L_ui + L_iu + reg_weight (|H_u|_F + |H_i|_F) / I + cl_weight (L_t + L_v + L_tt + L_vv)
 
-Drop is inverted dropout with a fresh mask drawn on the full matrices every batch, active in
-training and evaluation alike (it only runs inside the loss), so a repeated id shares its
-mask. The score is ``g(H_u)[u] . g(H_i)[i]``: the features shape the ID embeddings only through
+Drop is inverted dropout with a fresh mask every batch, active in training and evaluation
+alike (it only runs inside the loss); as with the reference's mask over the full matrices, a
+repeated id shares its mask (one mask row is drawn per distinct id of the batch). The score is ``g(H_u)[u] . g(H_i)[i]``: the features shape the ID embeddings only through
 the alignment terms. As in the reference code, the raw feature tables are trainable and the
 items' layer-0 embedding is added once more after the propagation (the paper's equations do
 not show either). Batches carry a sampled negative, which BM3 ignores.
@@ -143,22 +143,28 @@ class BM3(Recommender):
     def _mask(self, rows: int, like: Tensor) -> Tensor:
         """An inverted-dropout mask (rows, d): 0 with probability p, else 1 / (1 - p)."""
         keep = 1.0 - self.dropout
-        return like.new_empty((rows, like.shape[1])).bernoulli_(keep) / keep
+        shape = (rows, like.shape[1])
+        return (torch.rand(shape, device=like.device) < keep).to(like.dtype) / keep
+
+    def _target(self, rows: Tensor, ids: Tensor) -> Tensor:
+        """Dropout target of the batch rows ``rows = X[ids]`` (B, d), without gradient.
+
+        One mask row per distinct id, as a mask drawn over the full matrix and then gathered
+        would give: a repeated id shares its mask, and only the batch's ids cost a draw.
+        """
+        unique, inverse = torch.unique(ids, return_inverse=True)
+        return rows.detach() * self._mask(unique.shape[0], rows)[inverse]
 
     def loss(self, batch: Batch) -> LossOut:
         users, items = batch.users, batch.pos  # the sampled negatives are not used
         h_u, h_i = self.propagate()
-        # Targets: fresh masks over the full matrices, then the batch rows (a repeated id
-        # shares its mask). Only the batch rows of the projections are needed: projecting
-        # them alone gives the same values and the same (dense) feature-table gradients.
-        with torch.no_grad():
-            hb_u = h_u[users] * self._mask(h_u.shape[0], h_u)[users]
-            hb_i = h_i[items] * self._mask(h_i.shape[0], h_i)[items]
+        # Only the batch rows of the projections are needed: projecting them alone gives the
+        # same values and the same (dense) feature-table gradients as projecting the tables.
         t = self.text_proj(self.text_table[items])  # (B, d)
         v = self.image_proj(self.image_table[items])  # (B, d)
         with torch.no_grad():
-            tb = t * self._mask(h_i.shape[0], t)[items]
-            vb = v * self._mask(h_i.shape[0], v)[items]
+            hb_u, hb_i = self._target(h_u[users], users), self._target(h_i[items], items)
+            tb, vb = self._target(t, items), self._target(v, items)
 
         g = self.predictor
         ui = _agreement(g(h_u[users]), hb_i) + _agreement(g(h_i[items]), hb_u)
