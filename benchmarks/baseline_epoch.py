@@ -10,7 +10,8 @@ scale and pre-epoch hook, then every BPR batch of the epoch with backward and op
     python benchmarks/baseline_epoch.py --models lattice dragon mgcn --datasets baby clothing
     python benchmarks/baseline_epoch.py --models mgcn --datasets baby --batches 5   # a quick look
 
-Prints one Markdown row per run: seconds per epoch, seconds per evaluation, peak RSS.
+Prints one Markdown row per run: seconds per epoch, the median seconds per batch (steadier
+than the mean on a shared machine), seconds per evaluation, peak RSS.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -74,12 +76,14 @@ def one_run(path: Path, model_name: str, max_batches: int | None) -> dict:
         group["lr"] = group.setdefault("initial_lr", group["lr"]) * model.lr_scale(1)
     model.train()
     model.start_epoch(1)
-    n_batches = 0
+    n_batches, batch_s = 0, []
     for batch in sampler.batches(1):
+        t_batch = time.perf_counter()
         out = model.loss(batch)
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         optimizer.step()
+        batch_s.append(time.perf_counter() - t_batch)
         n_batches += 1
         if max_batches is not None and n_batches >= max_batches:
             break
@@ -90,6 +94,7 @@ def one_run(path: Path, model_name: str, max_batches: int | None) -> dict:
     return {
         "model": model_name, "dataset": path.name, "batches": n_batches,
         "epoch_s": epoch_s, "s_per_batch": epoch_s / max(n_batches, 1), "eval_s": eval_s,
+        "median_batch_s": statistics.median(batch_s), "first_batch_s": batch_s[0],
         "build_s": build_s, "peak_rss_gb": _peak_rss_gb(),
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "valid_recall20": valid.get("Recall@20"), "loss": float(out.total.detach()),
@@ -136,12 +141,13 @@ def main() -> None:
             rows.append(row)
     print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{rows[0]['threads'] if rows else '?'} threads\n")
-    print("| model | dataset | batches | s / epoch | s / batch | s / evaluation | peak RSS GB |"
-          " parameters |")
+    print("| model | dataset | batches | s / epoch | median s / batch | s / evaluation |"
+          " peak RSS GB | parameters |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
+        median = r.get("median_batch_s", r["s_per_batch"])
         print(f"| {r['model']} | {r['dataset']} | {r['batches']} | {r['epoch_s']:.1f} | "
-              f"{r['s_per_batch']:.2f} | {r['eval_s']:.1f} | {r['peak_rss_gb']:.2f} | "
+              f"{median:.2f} | {r['eval_s']:.1f} | {r['peak_rss_gb']:.2f} | "
               f"{r['n_parameters'] / 1e6:.1f} M |")
 
 
