@@ -165,12 +165,19 @@ def info_nce(anchors: Tensor, candidates: Tensor, tau: float, targets: Tensor | 
         cosine: L2-normalise both sides (eps 1e-12) before the product.
         reduction: ``"mean"`` or ``"sum"`` over the anchors.
     """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     if cosine:
         anchors, candidates = F.normalize(anchors, dim=1), F.normalize(candidates, dim=1)
     if targets is None:
         targets = torch.arange(anchors.shape[0], device=anchors.device)
-    logits = anchors @ candidates.T / tau  # (n, m)
-    return F.cross_entropy(logits, targets, reduction=reduction)
+    # Scaling the (n, d) anchors instead of the (n, m) logits, and taking the positives' logits
+    # as row-wise dot products, keeps every (n, m) pass but the product and the logsumexp out:
+    # with all users as candidates (LGMRec) m is in the tens of thousands.
+    anchors = anchors / tau
+    logits = anchors @ candidates.T  # (n, m)
+    loss = torch.logsumexp(logits, dim=1) - (anchors * candidates[targets]).sum(1)  # (n,)
+    return loss.mean() if reduction == "mean" else loss.sum()
 
 
 def fused_optimizer(cls: type[torch.optim.Optimizer], params, **kwargs) -> torch.optim.Optimizer:

@@ -14,7 +14,8 @@ import importlib
 from rearm_dgl.errors import ConfigError
 
 _MODELS: dict[str, type] = {}
-_BUILTIN = ("rearm", "mf", "lightgcn", "vbpr", "freedom", "lattice", "dragon", "mgcn")
+_BUILTIN = ("rearm", "mf", "lightgcn", "vbpr", "freedom", "lattice", "dragon", "mgcn", "bm3",
+            "slmrec", "lgmrec")
 
 
 def register(cls: type) -> type:
