@@ -145,7 +145,8 @@ def _eval_outputs(model, batch):
 
 
 SWITCHES = ["use_share", "use_orth", "use_cl", "use_user_co", "use_item_co",
-            "use_user_interest", "use_item_semantic", "use_homography", "use_attention"]
+            "use_user_interest", "use_item_semantic", "use_homography", "use_attention",
+            "use_layernorm"]
 
 
 @pytest.mark.parametrize("switch", SWITCHES)
@@ -248,3 +249,57 @@ def test_loss_decreases_with_training(data, graph):
         opt.step()
         bpr.append(out.parts["bpr"].item())
     assert bpr[-1] < 0.8 * bpr[0]
+
+
+def _blocks(model, x: torch.Tensor) -> list[torch.Tensor]:
+    """The four item blocks of the forward pass applied to ``iv = it = x``."""
+    iv = model._block(model.self_attn_image, x, x)
+    it = model._block(model.self_attn_text, x, x)
+    return [iv, it, model._block(model.mutual_attn_t2v, it, iv),
+            model._block(model.mutual_attn_v2t, iv, it)]
+
+
+def test_without_attention_each_block_is_prelu_of_layernorm(data, graph):
+    model = _model(data, graph, use_attention=False)
+    model.train()  # dropout would show if any attention were still applied
+    x = torch.randn(N_ITEMS, D)
+    iv, it, t2v, v2t = _blocks(model, x)
+    expected = model.act(model.norm(x))
+    torch.testing.assert_close(iv, expected)
+    torch.testing.assert_close(it, expected)
+    torch.testing.assert_close(t2v, model.act(model.norm(expected)))
+    torch.testing.assert_close(v2t, model.act(model.norm(expected)))
+
+
+def test_without_layernorm_each_block_keeps_the_attention(data, graph):
+    model = _model(data, graph, use_layernorm=False)
+    model.eval()
+    x = torch.randn(N_ITEMS, D)
+    attn = model.self_attn_image
+    torch.testing.assert_close(_blocks(model, x)[0], model.act(x + attn(x, x, x)))
+    both = _model(data, graph, use_layernorm=False, use_attention=False)
+    torch.testing.assert_close(_blocks(both, x)[0], both.act(x))
+
+
+def test_layernorm_switch_changes_the_computation(data, graph):
+    full, no_ln = _model(data, graph), _model(data, graph, use_layernorm=False)
+    full.eval()
+    no_ln.eval()
+    with torch.no_grad():
+        assert not torch.allclose(full.embeddings()[1], no_ln.embeddings()[1])
+    assert REARMConfig().use_layernorm  # on by default, as in the paper
+
+
+def test_full_self_dropout_blocks_are_a_no_op_in_training(data, graph):
+    """With s_drop = 1 the self-attention adds only its bias, which LayerNorm removes."""
+    full = _model(data, graph, s_drop=1.0)
+    no_attn = _model(data, graph, s_drop=1.0, use_attention=False)
+    no_attn.load_state_dict(full.state_dict())
+    full.train()
+    no_attn.train()
+    with torch.no_grad():
+        full.self_attn_image.out_proj.bias.fill_(0.7)  # a bias that would show without LN
+        no_attn.self_attn_image.out_proj.bias.fill_(0.7)
+    x = torch.randn(N_ITEMS, D)
+    torch.testing.assert_close(full._block(full.self_attn_image, x, x),
+                               no_attn._block(no_attn.self_attn_image, x, x))

@@ -5,8 +5,6 @@ Paper: https://arxiv.org/abs/2508.13745. Spec: ``shared/spec/rearm.md`` sections
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -14,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from rearm_dgl.config import check
 from rearm_dgl.graphs.knn import user_interest_features
@@ -85,8 +84,14 @@ class REARMConfig(ModelConfig):
         use_homography: False skips the propagation over ``G_u`` and ``G_i``; the rows of
             ``[E | v | t]`` are still L2-normalised, so everything downstream sees inputs of
             the same scale as in the full model.
-        use_attention: False skips the four attention blocks (spec 3.4-3.5): ``t2v = iv`` and
-            ``v2t = it``, straight from the homography; users still get their PReLU.
+        use_attention: False drops only the attention term of the four item blocks (spec
+            3.4-3.5): each block ``PReLU(LN(x + MHA(q, x, x)))`` becomes ``PReLU(LN(x))``, so
+            ``t2v = PReLU(LN(PReLU(LN(iv))))`` and ``v2t`` alike from ``it``. The residual,
+            the shared LayerNorm and the PReLU stay.
+        use_layernorm: False drops the shared LayerNorm from the four blocks:
+            ``PReLU(x + MHA(q, x, x))`` (``PReLU(x)`` with ``use_attention`` false too). Not
+            part of the paper's ablation; it shows what the LayerNorm carries (see
+            :class:`REARM`).
     """
 
     embedding_size: int = 64
@@ -114,6 +119,7 @@ class REARMConfig(ModelConfig):
     use_item_semantic: bool = True
     use_homography: bool = True
     use_attention: bool = True
+    use_layernorm: bool = True
 
     def __post_init__(self):
         _check(self.embedding_size >= 1, "embedding_size", "must be >= 1")
@@ -198,6 +204,20 @@ class REARM(Recommender):
     6. Representation ``[PReLU(F_v) + H | PReLU(F_t) + H | PReLU(share) + H]`` (3d); the score
        is the dot product.
 
+    Why the attention changes little here: every token is one scalar (embedding size 1), so
+    the score ``q_i k_j`` spans a small range and the softmax weights over the d = 64
+    positions are nearly uniform. The attention output is then nearly the same number at
+    every position of an item, and the LayerNorm that follows removes a per-item constant.
+    With ``s_drop = 1`` (Sports' preset) every self-attention weight is dropped in training,
+    so the two self-attention blocks add only their out-projection bias, which the LayerNorm
+    removes exactly: they are a no-op in training. The LayerNorm, not the attention, is what
+    the blocks contribute: without it the non-negative image features keep one direction
+    shared by all items, and BPR turns it into a popularity ranking (``use_layernorm``).
+
+    The forward pass carries ``torch.profiler.record_function`` labels ``rearm.projections``,
+    ``rearm.homography``, ``rearm.attention``, ``rearm.heterography``, ``rearm.meta`` and
+    ``rearm.losses``.
+
     Loss: BPR + ``cl_loss_weight`` InfoNCE between the two views of ``F`` + ``diff_loss_weight``
     orthogonal constraint; L2 comes from AdamW's weight decay on every parameter.
 
@@ -224,10 +244,6 @@ class REARM(Recommender):
         self.n_users, self.n_items = user_image.shape[0], item_image.shape[0]
         d = p.embedding_size
         self.d = d
-        #: Optional ``{section: seconds}`` that the forward pass adds its timings to (for
-        #: profiling), measured with ``section_clock``.
-        self.section_times: dict[str, float] | None = None
-        self.section_clock = time.perf_counter
 
         self.user_prop = self.item_prop = None
         if p.use_homography:
@@ -284,16 +300,6 @@ class REARM(Recommender):
 
     # -- forward pieces ----------------------------------------------------------------------
 
-    @contextmanager
-    def _section(self, name: str):
-        if self.section_times is None:
-            yield
-            return
-        start = self.section_clock()
-        yield
-        self.section_times[name] = self.section_times.get(name, 0.0) + (
-            self.section_clock() - start)
-
     def _homography(self, prop: Propagation | None, parts: list[Tensor], layers: int, ntype: str
                     ) -> list[Tensor]:
         """``[x_1 | x_2 | x_3] <- G^L [...]`` (last layer), L2-normalised over all columns."""
@@ -303,8 +309,14 @@ class REARM(Recommender):
         return list(F.normalize(x, dim=1).split(self.d, dim=1))
 
     def _block(self, attn: TokenAttention, q: Tensor, kv: Tensor) -> Tensor:
-        """``PReLU(LN(kv + MHA(q, kv, kv)))`` over the d dims of each node: (n, d)."""
-        return self.act(self.norm(kv + attn(q, kv, kv)))
+        """``PReLU(LN(kv + MHA(q, kv, kv)))`` over the d dims of each node: (n, d).
+
+        ``use_attention`` false drops the ``MHA`` term, ``use_layernorm`` false the ``LN``.
+        """
+        x = kv + attn(q, kv, kv) if self.params.use_attention else kv
+        if self.params.use_layernorm:
+            x = self.norm(x)
+        return self.act(x)
 
     def _share(self, meta: nn.Linear, mlp1: _LowRankMLP, mlp2: _LowRankMLP, feat: Tensor,
                ids: Tensor) -> Tensor:
@@ -323,33 +335,30 @@ class REARM(Recommender):
 
     def _forward(self) -> _Forward:
         p, d = self.params, self.d
-        with self._section("projections"):
+        with record_function("rearm.projections"):
             iv = self.proj_item_image(self.item_image)  # (I, d)
             it = self.proj_item_text(self.item_text)
             uv = self.proj_user_image(self.user_image)  # (U, d)
             ut = self.proj_user_text(self.user_text)
-        with self._section("homography"):
+        with record_function("rearm.homography"):
             e_i, iv, it = self._homography(self.item_prop, [self.item_id, iv, it],
                                            p.n_ii_layers, ITEM)
             e_u, uv, ut = self._homography(self.user_prop, [self.user_id, uv, ut],
                                            p.n_uu_layers, USER)
-        with self._section("attention"):
-            if p.use_attention:
-                iv = self._block(self.self_attn_image, iv, iv)
-                it = self._block(self.self_attn_text, it, it)
-                t2v = self._block(self.mutual_attn_t2v, it, iv)
-                v2t = self._block(self.mutual_attn_v2t, iv, it)
-            else:
-                t2v, v2t = iv, it
+        with record_function("rearm.attention"):
+            iv = self._block(self.self_attn_image, iv, iv)
+            it = self._block(self.self_attn_text, it, it)
+            t2v = self._block(self.mutual_attn_t2v, it, iv)
+            v2t = self._block(self.mutual_attn_v2t, iv, it)
             uv, ut = self.act(uv), self.act(ut)
-        with self._section("heterography"):
+        with record_function("rearm.heterography"):
             # F and H propagate over the same operator: one pass over 3d columns.
             out = self.inter_prop({USER: torch.cat([uv, ut, e_u], dim=1),
                                    ITEM: torch.cat([t2v, v2t, e_i], dim=1)},
                                   p.n_layers, "mean")
             feat = {nt: x[:, :2 * d] for nt, x in out.items()}  # F (n, 2d)
             ids = {nt: x[:, 2 * d:] for nt, x in out.items()}   # H (n, d)
-        with self._section("meta"):
+        with record_function("rearm.meta"):
             rep = {}
             for nt, meta, mlp1, mlp2 in ((USER, self.meta_u, self.mlp_u1, self.mlp_u2),
                                          (ITEM, self.meta_i, self.mlp_i1, self.mlp_i2)):
@@ -370,7 +379,7 @@ class REARM(Recommender):
     def loss(self, batch: Batch) -> LossOut:
         p, d = self.params, self.d
         out = self._forward()
-        with self._section("losses"):
+        with record_function("rearm.losses"):
             u = out.rep[USER][batch.users]  # (B, 3d)
             pos = (u * out.rep[ITEM][batch.pos]).sum(dim=1)
             neg = (u * out.rep[ITEM][batch.neg]).sum(dim=1)
