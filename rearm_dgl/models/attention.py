@@ -160,6 +160,15 @@ def attention_reference(q: Tensor, k: Tensor, v: Tensor, p: float = 0.0,
     return torch.bmm(weights, v[:, :, None]).squeeze(2)
 
 
+def _chunked_kernel_applies(x: Tensor) -> bool:
+    """Whether training dropout runs the chunked CPU kernel; else the written-out path.
+
+    On a GPU the written-out path (``F.dropout`` on the (N, d, d) weights) is one
+    device-side draw with no host sync; the CPU kernel draws its seed on the host.
+    """
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
+
 class TokenAttention(nn.Module):
     """``nn.MultiheadAttention(embed_dim=1, num_heads=1)`` over the d dims of each node.
 
@@ -214,7 +223,7 @@ class TokenAttention(nn.Module):
             # Fused kernel; scale 1 = 1/sqrt(head_dim).
             o = F.scaled_dot_product_attention(q[:, None, :, None], k[:, None, :, None],
                                                v[:, None, :, None])[:, 0, :, 0]
-        elif q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64):
+        elif _chunked_kernel_applies(q):
             seed = int(torch.randint(0, 2**62, (1,)).item())
             o = _DropoutAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), p, seed)
         else:
