@@ -303,3 +303,25 @@ def test_full_self_dropout_blocks_are_a_no_op_in_training(data, graph):
     x = torch.randn(N_ITEMS, D)
     torch.testing.assert_close(full._block(full.self_attn_image, x, x),
                                no_attn._block(no_attn.self_attn_image, x, x))
+
+
+def test_info_nce_over_distinct_ids_equals_the_unique_rows():
+    """Masking repeats gives the loss (and gradients) of InfoNCE over torch.unique's rows."""
+    from rearm_dgl.models.rearm import _first_occurrence, _info_nce
+
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 15, (40,), generator=g)
+    table_a = torch.randn(15, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    table_b = torch.randn(15, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    got = _info_nce(table_a[ids], table_b[ids], 0.7, ids)
+    uniq = torch.unique(ids)
+    logits = (torch.nn.functional.normalize(table_a[uniq], dim=1)
+              @ torch.nn.functional.normalize(table_b[uniq], dim=1).T / 0.7)
+    expected = torch.nn.functional.cross_entropy(logits, torch.arange(uniq.shape[0]))
+    torch.testing.assert_close(got, expected)
+    for x, y in zip(torch.autograd.grad(got, [table_a, table_b]),
+                    torch.autograd.grad(expected, [table_a, table_b])):
+        torch.testing.assert_close(x, y)
+    first = _first_occurrence(ids)
+    assert first.sum() == uniq.numel()
+    assert all(int(ids[i]) not in ids[:i].tolist() for i in first.nonzero()[:, 0])

@@ -144,14 +144,27 @@ def _check(ok: bool, key: str, message: str) -> None:
     check(ok, f"rearm.{key}", message)
 
 
-def _info_nce(a: Tensor, b: Tensor, tau: float) -> Tensor:
-    """One-direction InfoNCE, view ``a`` the anchor: (n, d), (n, d) -> scalar.
+def _first_occurrence(ids: Tensor) -> Tensor:
+    """Bool (n,): True at the first position of each distinct id (fixed shape, no host sync)."""
+    ordered, order = torch.sort(ids, stable=True)
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    return torch.empty_like(first).scatter_(0, order, first)
 
-    ``-mean_n log(exp(cos(a_n, b_n)/tau) / sum_m exp(cos(a_n, b_m)/tau))``; the denominator
-    includes the positive.
+
+def _info_nce(a: Tensor, b: Tensor, tau: float, ids: Tensor) -> Tensor:
+    """One-direction InfoNCE over the distinct ``ids``, view ``a`` the anchor -> scalar.
+
+    ``-mean_n log(exp(cos(a_n, b_n)/tau) / sum_m exp(cos(a_n, b_m)/tau))`` with ``n`` and
+    ``m`` over the distinct ids; the denominator includes the positive. ``a``, ``b`` (n, d)
+    are the rows of ``ids`` (n,), repeats included: the repeats are masked out rather than
+    removed by ``torch.unique``, whose data-dependent size would force a host sync on a GPU.
     """
+    keep = _first_occurrence(ids)  # (n,)
     logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / tau  # (n, n)
-    return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
+    logits = logits.masked_fill(~keep[None, :], float("-inf"))
+    target = torch.where(keep, torch.arange(ids.shape[0], device=ids.device), -100)
+    return F.cross_entropy(logits, target, ignore_index=-100)
 
 
 def _orthogonal(x: Tensor, y: Tensor) -> Tensor:
@@ -387,14 +400,15 @@ class REARM(Recommender):
             fu, fi = out.feat[USER], out.feat[ITEM]
             zero = bpr.new_zeros(())
             cl = orth = zero
+            xu = fu[batch.users]  # (B, 2d), users with repeats
             if p.use_cl:
-                users = torch.unique(batch.users)
-                items = torch.unique(torch.cat([batch.pos, batch.neg]))
-                cl = p.cl_loss_weight * (
-                    _info_nce(fi[items, :d], fi[items, d:], p.cl_tmp)
-                    + _info_nce(fu[users, :d], fu[users, d:], p.cl_tmp))
+                items = torch.cat([batch.pos, batch.neg])
+                xc = fi[items]  # (2B, 2d)
+                cl = p.cl_loss_weight * (_info_nce(xc[:, :d], xc[:, d:], p.cl_tmp, items)
+                                         + _info_nce(xu[:, :d], xu[:, d:], p.cl_tmp,
+                                                     batch.users))
             if p.use_orth:
-                xu, xi = fu[batch.users], fi[batch.pos]  # users with repeats, positive items
+                xi = fi[batch.pos]  # positive items
                 orth = p.diff_loss_weight * (_orthogonal(xu[:, :d], xu[:, d:])
                                              + _orthogonal(xi[:, :d], xi[:, d:]))
             total = bpr + cl + orth
