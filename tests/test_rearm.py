@@ -325,3 +325,15 @@ def test_info_nce_over_distinct_ids_equals_the_unique_rows():
     first = _first_occurrence(ids)
     assert first.sum() == uniq.numel()
     assert all(int(ids[i]) not in ids[:i].tolist() for i in first.nonzero()[:, 0])
+
+
+def test_reuse_freed_memory_is_set_by_a_cpu_build(data, graph, monkeypatch):
+    import rearm_dgl.models.rearm as rearm_mod
+
+    calls = []
+    monkeypatch.setattr(rearm_mod, "reuse_freed_memory", lambda: calls.append(1) or True)
+    _model(data, graph)
+    assert calls == [1]
+    # On glibc (this project's Linux machines) the setting takes.
+    monkeypatch.undo()
+    assert rearm_mod.reuse_freed_memory() in (True, False)

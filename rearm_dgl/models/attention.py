@@ -33,8 +33,9 @@ __all__ = ["TokenAttention", "attention_reference", "keep_mask", "keep_rate"]
 _MASK_BITS = 16
 _MASK_LEVELS = 1 << _MASK_BITS
 # Nodes per chunk are chosen so that one (chunk, d, d) float32 block is about this many bytes,
-# small enough to stay in cache between the passes over it.
-_CHUNK_BYTES = 1 << 22
+# small enough to stay in a core's L2 cache between the passes over it (forward + backward
+# of one Baby block, 1 thread: 0.13 s at 1 MiB against 0.18 s at 4 MiB and 0.41 s at 64 MiB).
+_CHUNK_BYTES = 1 << 20
 
 
 def _drop_threshold(p: float) -> int:
