@@ -305,9 +305,13 @@ def test_full_self_dropout_blocks_are_a_no_op_in_training(data, graph):
                                no_attn._block(no_attn.self_attn_image, x, x))
 
 
-def test_info_nce_over_distinct_ids_equals_the_unique_rows():
-    """Masking repeats gives the loss (and gradients) of InfoNCE over torch.unique's rows."""
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_info_nce_over_distinct_ids_equals_the_unique_rows(monkeypatch, sync_free):
+    """Both forms (rows dropped, rows masked) give InfoNCE over torch.unique's rows."""
+    import rearm_dgl.models.rearm as rearm_mod
     from rearm_dgl.models.rearm import _first_occurrence, _info_nce
+
+    monkeypatch.setattr(rearm_mod, "_sync_free", lambda x: sync_free)
 
     g = torch.Generator().manual_seed(3)
     ids = torch.randint(0, 15, (40,), generator=g)

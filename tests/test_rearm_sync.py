@@ -46,10 +46,13 @@ class SyncRecorder(TorchDispatchMode):
 
 @pytest.fixture
 def device_attention(monkeypatch):
-    """Attention dropout on the device path (the CPU kernel draws its seed on the host)."""
+    """REARM's device paths on the CPU: the attention dropout (the CPU kernel draws its seed
+    on the host) and InfoNCE over masked repeats."""
     import rearm_dgl.models.attention as attention
+    import rearm_dgl.models.rearm as rearm_mod
 
     monkeypatch.setattr(attention, "_chunked_kernel_applies", lambda x: False)
+    monkeypatch.setattr(rearm_mod, "_sync_free", lambda x: True)
 
 
 def test_rearm_training_step_has_no_host_sync(device_attention):

@@ -154,19 +154,33 @@ def _first_occurrence(ids: Tensor) -> Tensor:
     return torch.empty_like(first).scatter_(0, order, first)
 
 
+def _sync_free(x: Tensor) -> bool:
+    """Whether to avoid operators with a data-dependent output size (a host sync) for ``x``.
+
+    On the CPU there is no device to wait for, so the smaller exact form is used.
+    """
+    return x.device.type != "cpu"
+
+
 def _info_nce(a: Tensor, b: Tensor, tau: float, ids: Tensor) -> Tensor:
     """One-direction InfoNCE over the distinct ``ids``, view ``a`` the anchor -> scalar.
 
     ``-mean_n log(exp(cos(a_n, b_n)/tau) / sum_m exp(cos(a_n, b_m)/tau))`` with ``n`` and
     ``m`` over the distinct ids; the denominator includes the positive. ``a``, ``b`` (n, d)
-    are the rows of ``ids`` (n,), repeats included: the repeats are masked out rather than
-    removed by ``torch.unique``, whose data-dependent size would force a host sync on a GPU.
+    are the rows of ``ids`` (n,), repeats included. On the CPU the repeats are dropped
+    (the (m, m) logits are about half the (n, n) ones); on a GPU they are masked out
+    instead, since dropping them has a data-dependent size that would force a host sync.
     """
     keep = _first_occurrence(ids)  # (n,)
-    logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / tau  # (n, n)
+    if not _sync_free(ids):
+        rows = keep.nonzero()[:, 0]  # (m,)
+        a, b = a[rows], b[rows]
+    logits = (F.normalize(a, dim=1) / tau) @ F.normalize(b, dim=1).T  # (n, n) or (m, m)
+    target = torch.arange(logits.shape[0], device=ids.device)
+    if not _sync_free(ids):
+        return F.cross_entropy(logits, target)
     logits = logits.masked_fill(~keep[None, :], float("-inf"))
-    target = torch.where(keep, torch.arange(ids.shape[0], device=ids.device), -100)
-    return F.cross_entropy(logits, target, ignore_index=-100)
+    return F.cross_entropy(logits, torch.where(keep, target, -100), ignore_index=-100)
 
 
 def _orthogonal(x: Tensor, y: Tensor) -> Tensor:
