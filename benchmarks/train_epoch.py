@@ -203,7 +203,7 @@ def markdown(r: dict) -> str:
         f"| {ok('epoch_s')} |",
         f"| seconds per full validation evaluation | {r['eval_s']:.2f} | <= "
         f"{TARGETS['eval_s']:.0f} | {ok('eval_s')} |",
-        f"| peak RSS (GB) | {r['rss_gb']:.2f} | <= {TARGETS['rss_gb']:.0f} | {ok('rss_gb')} |",
+        f"| peak RSS (GB) | {r['rss_gb']:.2f} | <= {TARGETS['rss_gb']:.1f} | {ok('rss_gb')} |",
         "",
         "RSS (GB): " + ", ".join(f"{k} {v:.2f}" for k, v in r["rss"].items()) + ".",
         "",
