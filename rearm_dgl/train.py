@@ -284,29 +284,30 @@ def fit(
             model.train()
             model.start_epoch(epoch)
 
-            # Train one epoch of BPR batches.
-            sums: dict[str, float] = {}
+            # Train one epoch of BPR batches. Losses are summed as device tensors: no host
+            # sync inside the batch loop.
+            sums: dict[str, torch.Tensor] = {}
             n_batches = 0
             for batch in sampler.batches(epoch):
                 out = model.loss(batch.to(device))
-                total = float(out.total.detach())
-                if not math.isfinite(total):
-                    stop_reason = STOP_NAN
-                    break
                 optimizer.zero_grad(set_to_none=True)
                 out.total.backward()
                 optimizer.step()
-                sums["total"] = sums.get("total", 0.0) + total
-                for part, value in out.parts.items():
-                    sums[part] = sums.get(part, 0.0) + float(value)
+                for part, value in (("total", out.total), *out.parts.items()):
+                    value = value.detach()
+                    sums[part] = sums[part] + value if part in sums else value
                 n_batches += 1
-            if stop_reason == STOP_NAN:
-                logger.error("epoch %d: the loss became %s at batch %d; stopping and keeping "
-                             "the best epoch so far (%d). Try a lower train.lr.",
-                             epoch, total, n_batches + 1, stopper.best_epoch)
+            # The epoch's one host read of the losses.
+            means = (torch.stack(list(sums.values())) / max(n_batches, 1)).tolist() if sums \
+                else []
+            loss = dict(zip(sums, means))
+            if not math.isfinite(loss.get("total", 0.0)):
+                stop_reason = STOP_NAN
+                logger.error("epoch %d: the loss became %s; stopping and keeping the best "
+                             "epoch so far (%d). Try a lower train.lr.",
+                             epoch, loss["total"], stopper.best_epoch)
                 epoch -= 1  # this epoch did not complete
                 break
-            loss = {part: value / max(n_batches, 1) for part, value in sums.items()}
 
             # Validate, keep the best weights.
             valid = evaluate(model_scorer(model), data, "valid", cfg.eval, device).metrics

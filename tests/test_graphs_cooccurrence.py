@@ -116,3 +116,24 @@ def test_single_node_and_bad_mode():
     assert dst.tolist() == [0] and src.tolist() == [0] and w.tolist() == [1.0]
     with pytest.raises(ValueError, match="mode"):
         cooccurrence_edges(r, 3, np.array([2.0]), "max")
+
+
+@pytest.mark.parametrize("row_scale", [1, 2**56])
+def test_packed_sort_orders_like_lexsort(row_scale):
+    """Row, count descending, seeded column priority; the 3-key fallback for wide keys."""
+    from rearm_dgl.graphs.cooccurrence import _sort_rows
+
+    rng = np.random.default_rng(0)
+    n = 50
+    row = rng.integers(0, 20, 3000) * row_scale
+    col = rng.integers(0, n, 3000)
+    cnt = rng.integers(1, 9, 3000).astype(np.float32)
+    prio = rng.permutation(n)
+    inv = np.empty_like(prio)
+    inv[prio] = np.arange(n)
+    key = np.unique(np.stack([row, col]), axis=1)  # distinct (row, col), as in R R^T
+    row, col, cnt = key[0], key[1], cnt[: key.shape[1]]
+    order = np.lexsort((prio[col], -cnt, row))
+    got = _sort_rows(row, col, cnt, prio, inv)
+    for a, b in zip(got, (row[order], col[order], cnt[order])):
+        np.testing.assert_array_equal(a, b)

@@ -145,7 +145,8 @@ def _eval_outputs(model, batch):
 
 
 SWITCHES = ["use_share", "use_orth", "use_cl", "use_user_co", "use_item_co",
-            "use_user_interest", "use_item_semantic", "use_homography", "use_attention"]
+            "use_user_interest", "use_item_semantic", "use_homography", "use_attention",
+            "use_layernorm"]
 
 
 @pytest.mark.parametrize("switch", SWITCHES)
@@ -248,3 +249,95 @@ def test_loss_decreases_with_training(data, graph):
         opt.step()
         bpr.append(out.parts["bpr"].item())
     assert bpr[-1] < 0.8 * bpr[0]
+
+
+def _blocks(model, x: torch.Tensor) -> list[torch.Tensor]:
+    """The four item blocks of the forward pass applied to ``iv = it = x``."""
+    iv = model._block(model.self_attn_image, x, x)
+    it = model._block(model.self_attn_text, x, x)
+    return [iv, it, model._block(model.mutual_attn_t2v, it, iv),
+            model._block(model.mutual_attn_v2t, iv, it)]
+
+
+def test_without_attention_each_block_is_prelu_of_layernorm(data, graph):
+    model = _model(data, graph, use_attention=False)
+    model.train()  # dropout would show if any attention were still applied
+    x = torch.randn(N_ITEMS, D)
+    iv, it, t2v, v2t = _blocks(model, x)
+    expected = model.act(model.norm(x))
+    torch.testing.assert_close(iv, expected)
+    torch.testing.assert_close(it, expected)
+    torch.testing.assert_close(t2v, model.act(model.norm(expected)))
+    torch.testing.assert_close(v2t, model.act(model.norm(expected)))
+
+
+def test_without_layernorm_each_block_keeps_the_attention(data, graph):
+    model = _model(data, graph, use_layernorm=False)
+    model.eval()
+    x = torch.randn(N_ITEMS, D)
+    attn = model.self_attn_image
+    torch.testing.assert_close(_blocks(model, x)[0], model.act(x + attn(x, x, x)))
+    both = _model(data, graph, use_layernorm=False, use_attention=False)
+    torch.testing.assert_close(_blocks(both, x)[0], both.act(x))
+
+
+def test_layernorm_switch_changes_the_computation(data, graph):
+    full, no_ln = _model(data, graph), _model(data, graph, use_layernorm=False)
+    full.eval()
+    no_ln.eval()
+    with torch.no_grad():
+        assert not torch.allclose(full.embeddings()[1], no_ln.embeddings()[1])
+    assert REARMConfig().use_layernorm  # on by default, as in the paper
+
+
+def test_full_self_dropout_blocks_are_a_no_op_in_training(data, graph):
+    """With s_drop = 1 the self-attention adds only its bias, which LayerNorm removes."""
+    full = _model(data, graph, s_drop=1.0)
+    no_attn = _model(data, graph, s_drop=1.0, use_attention=False)
+    no_attn.load_state_dict(full.state_dict())
+    full.train()
+    no_attn.train()
+    with torch.no_grad():
+        full.self_attn_image.out_proj.bias.fill_(0.7)  # a bias that would show without LN
+        no_attn.self_attn_image.out_proj.bias.fill_(0.7)
+    x = torch.randn(N_ITEMS, D)
+    torch.testing.assert_close(full._block(full.self_attn_image, x, x),
+                               no_attn._block(no_attn.self_attn_image, x, x))
+
+
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_info_nce_over_distinct_ids_equals_the_unique_rows(monkeypatch, sync_free):
+    """Both forms (rows dropped, rows masked) give InfoNCE over torch.unique's rows."""
+    import rearm_dgl.models.rearm as rearm_mod
+    from rearm_dgl.models.rearm import _first_occurrence, _info_nce
+
+    monkeypatch.setattr(rearm_mod, "_sync_free", lambda x: sync_free)
+
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 15, (40,), generator=g)
+    table_a = torch.randn(15, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    table_b = torch.randn(15, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    got = _info_nce(table_a[ids], table_b[ids], 0.7, ids)
+    uniq = torch.unique(ids)
+    logits = (torch.nn.functional.normalize(table_a[uniq], dim=1)
+              @ torch.nn.functional.normalize(table_b[uniq], dim=1).T / 0.7)
+    expected = torch.nn.functional.cross_entropy(logits, torch.arange(uniq.shape[0]))
+    torch.testing.assert_close(got, expected)
+    for x, y in zip(torch.autograd.grad(got, [table_a, table_b]),
+                    torch.autograd.grad(expected, [table_a, table_b])):
+        torch.testing.assert_close(x, y)
+    first = _first_occurrence(ids)
+    assert first.sum() == uniq.numel()
+    assert all(int(ids[i]) not in ids[:i].tolist() for i in first.nonzero()[:, 0])
+
+
+def test_reuse_freed_memory_is_set_by_a_cpu_build(data, graph, monkeypatch):
+    import rearm_dgl.models.rearm as rearm_mod
+
+    calls = []
+    monkeypatch.setattr(rearm_mod, "reuse_freed_memory", lambda: calls.append(1) or True)
+    _model(data, graph)
+    assert calls == [1]
+    # On glibc (this project's Linux machines) the setting takes.
+    monkeypatch.undo()
+    assert rearm_mod.reuse_freed_memory() in (True, False)

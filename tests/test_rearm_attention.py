@@ -133,3 +133,58 @@ def test_reference_dropout_path_matches_kernel_expectation():
     full = attention_reference(q, k, v)
     draws = torch.stack([attention_reference(q, k, v, 0.5, training=True) for _ in range(3000)])
     torch.testing.assert_close(draws.mean(0), full, rtol=0, atol=0.05)
+
+
+def _force_device_path(monkeypatch, on: bool) -> None:
+    """Make TokenAttention take the non-CPU (written-out) dropout path on the CPU."""
+    import rearm_dgl.models.attention as attention
+
+    monkeypatch.setattr(attention, "_chunked_kernel_applies", lambda x: not on)
+
+
+def _run_path(monkeypatch, device_path: bool, p: float, x: torch.Tensor, seed: int = 5):
+    """Output and gradients (x, then every parameter) of one path, seeded."""
+    _force_device_path(monkeypatch, device_path)
+    torch.manual_seed(0)  # the same parameters in every call
+    att = TokenAttention(p).train()
+    with torch.no_grad():
+        for param in att.parameters():
+            param.add_(0.1)
+    torch.manual_seed(seed)  # the dropout draws
+    xx = x.clone().requires_grad_(True)
+    out = att(xx, xx, xx)
+    grads = torch.autograd.grad((out * torch.linspace(-1, 1, x.shape[1])).sum(),
+                                [xx, *att.parameters()], materialize_grads=True)
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_device_path_equals_cpu_kernel_at_p0_and_p1(monkeypatch, p):
+    x = torch.randn(40, 16, generator=torch.Generator().manual_seed(2))
+    out_cpu, g_cpu = _run_path(monkeypatch, False, p, x)
+    out_dev, g_dev = _run_path(monkeypatch, True, p, x)
+    torch.testing.assert_close(out_dev, out_cpu, rtol=0, atol=0)
+    for a, b in zip(g_dev, g_cpu):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_device_path_is_taken_when_forced(monkeypatch):
+    """The forcing works: under dropout the two paths draw different masks."""
+    x = torch.randn(40, 16, generator=torch.Generator().manual_seed(2))
+    out_cpu, _ = _run_path(monkeypatch, False, 0.5, x)
+    out_dev, _ = _run_path(monkeypatch, True, 0.5, x)
+    assert not torch.allclose(out_cpu, out_dev)
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+def test_both_paths_have_the_full_attention_in_expectation(monkeypatch, device_path):
+    """Under dropout each path averages to the p = 0 output and input gradient."""
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(4))
+    p, draws = 0.4, 400
+    out_full, g_full = _run_path(monkeypatch, device_path, 0.0, x)
+    runs = [_run_path(monkeypatch, device_path, p, x, seed=1000 + i) for i in range(draws)]
+    for got, full in ((torch.stack([o for o, _ in runs]), out_full),
+                      (torch.stack([g[0] for _, g in runs]), g_full[0])):
+        # Within 5 standard errors of the mean, element by element.
+        tol = 5 * got.std(0) / draws**0.5 + 1e-6
+        assert ((got.mean(0) - full).abs() <= tol).float().mean() > 0.99

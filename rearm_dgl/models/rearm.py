@@ -5,8 +5,8 @@ Paper: https://arxiv.org/abs/2508.13745. Spec: ``shared/spec/rearm.md`` sections
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
+import ctypes
+import ctypes.util
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from rearm_dgl.config import check
 from rearm_dgl.graphs.knn import user_interest_features
@@ -85,8 +86,14 @@ class REARMConfig(ModelConfig):
         use_homography: False skips the propagation over ``G_u`` and ``G_i``; the rows of
             ``[E | v | t]`` are still L2-normalised, so everything downstream sees inputs of
             the same scale as in the full model.
-        use_attention: False skips the four attention blocks (spec 3.4-3.5): ``t2v = iv`` and
-            ``v2t = it``, straight from the homography; users still get their PReLU.
+        use_attention: False drops only the attention term of the four item blocks (spec
+            3.4-3.5): each block ``PReLU(LN(x + MHA(q, x, x)))`` becomes ``PReLU(LN(x))``, so
+            ``t2v = PReLU(LN(PReLU(LN(iv))))`` and ``v2t`` alike from ``it``. The residual,
+            the shared LayerNorm and the PReLU stay.
+        use_layernorm: False drops the shared LayerNorm from the four blocks:
+            ``PReLU(x + MHA(q, x, x))`` (``PReLU(x)`` with ``use_attention`` false too). Not
+            part of the paper's ablation; it shows what the LayerNorm carries (see
+            :class:`REARM`).
     """
 
     embedding_size: int = 64
@@ -114,6 +121,7 @@ class REARMConfig(ModelConfig):
     use_item_semantic: bool = True
     use_homography: bool = True
     use_attention: bool = True
+    use_layernorm: bool = True
 
     def __post_init__(self):
         _check(self.embedding_size >= 1, "embedding_size", "must be >= 1")
@@ -138,14 +146,41 @@ def _check(ok: bool, key: str, message: str) -> None:
     check(ok, f"rearm.{key}", message)
 
 
-def _info_nce(a: Tensor, b: Tensor, tau: float) -> Tensor:
-    """One-direction InfoNCE, view ``a`` the anchor: (n, d), (n, d) -> scalar.
+def _first_occurrence(ids: Tensor) -> Tensor:
+    """Bool (n,): True at the first position of each distinct id (fixed shape, no host sync)."""
+    ordered, order = torch.sort(ids, stable=True)
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    return torch.empty_like(first).scatter_(0, order, first)
 
-    ``-mean_n log(exp(cos(a_n, b_n)/tau) / sum_m exp(cos(a_n, b_m)/tau))``; the denominator
-    includes the positive.
+
+def _sync_free(x: Tensor) -> bool:
+    """Whether to avoid operators with a data-dependent output size (a host sync) for ``x``.
+
+    On the CPU there is no device to wait for, so the smaller exact form is used.
     """
-    logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / tau  # (n, n)
-    return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
+    return x.device.type != "cpu"
+
+
+def _info_nce(a: Tensor, b: Tensor, tau: float, ids: Tensor) -> Tensor:
+    """One-direction InfoNCE over the distinct ``ids``, view ``a`` the anchor -> scalar.
+
+    ``-mean_n log(exp(cos(a_n, b_n)/tau) / sum_m exp(cos(a_n, b_m)/tau))`` with ``n`` and
+    ``m`` over the distinct ids; the denominator includes the positive. ``a``, ``b`` (n, d)
+    are the rows of ``ids`` (n,), repeats included. On the CPU the repeats are dropped
+    (the (m, m) logits are about half the (n, n) ones); on a GPU they are masked out
+    instead, since dropping them has a data-dependent size that would force a host sync.
+    """
+    keep = _first_occurrence(ids)  # (n,)
+    if not _sync_free(ids):
+        rows = keep.nonzero()[:, 0]  # (m,)
+        a, b = a[rows], b[rows]
+    logits = (F.normalize(a, dim=1) / tau) @ F.normalize(b, dim=1).T  # (n, n) or (m, m)
+    target = torch.arange(logits.shape[0], device=ids.device)
+    if not _sync_free(ids):
+        return F.cross_entropy(logits, target)
+    logits = logits.masked_fill(~keep[None, :], float("-inf"))
+    return F.cross_entropy(logits, torch.where(keep, target, -100), ignore_index=-100)
 
 
 def _orthogonal(x: Tensor, y: Tensor) -> Tensor:
@@ -198,6 +233,20 @@ class REARM(Recommender):
     6. Representation ``[PReLU(F_v) + H | PReLU(F_t) + H | PReLU(share) + H]`` (3d); the score
        is the dot product.
 
+    Why the attention changes little here: every token is one scalar (embedding size 1), so
+    the score ``q_i k_j`` spans a small range and the softmax weights over the d = 64
+    positions are nearly uniform. The attention output is then nearly the same number at
+    every position of an item, and the LayerNorm that follows removes a per-item constant.
+    With ``s_drop = 1`` (Sports' preset) every self-attention weight is dropped in training,
+    so the two self-attention blocks add only their out-projection bias, which the LayerNorm
+    removes exactly: they are a no-op in training. The LayerNorm, not the attention, is what
+    the blocks contribute: without it the non-negative image features keep one direction
+    shared by all items, and BPR turns it into a popularity ranking (``use_layernorm``).
+
+    The forward pass carries ``torch.profiler.record_function`` labels ``rearm.projections``,
+    ``rearm.homography``, ``rearm.attention``, ``rearm.heterography``, ``rearm.meta`` and
+    ``rearm.losses``.
+
     Loss: BPR + ``cl_loss_weight`` InfoNCE between the two views of ``F`` + ``diff_loss_weight``
     orthogonal constraint; L2 comes from AdamW's weight decay on every parameter.
 
@@ -224,10 +273,6 @@ class REARM(Recommender):
         self.n_users, self.n_items = user_image.shape[0], item_image.shape[0]
         d = p.embedding_size
         self.d = d
-        #: Optional ``{section: seconds}`` that the forward pass adds its timings to (for
-        #: profiling), measured with ``section_clock``.
-        self.section_times: dict[str, float] | None = None
-        self.section_clock = time.perf_counter
 
         self.user_prop = self.item_prop = None
         if p.use_homography:
@@ -280,19 +325,11 @@ class REARM(Recommender):
             user_text=torch.from_numpy(user_interest_features(data.train_csr, text)),
             params=params,
         )
+        if device.type == "cpu":
+            reuse_freed_memory()
         return model.to(device)
 
     # -- forward pieces ----------------------------------------------------------------------
-
-    @contextmanager
-    def _section(self, name: str):
-        if self.section_times is None:
-            yield
-            return
-        start = self.section_clock()
-        yield
-        self.section_times[name] = self.section_times.get(name, 0.0) + (
-            self.section_clock() - start)
 
     def _homography(self, prop: Propagation | None, parts: list[Tensor], layers: int, ntype: str
                     ) -> list[Tensor]:
@@ -303,8 +340,14 @@ class REARM(Recommender):
         return list(F.normalize(x, dim=1).split(self.d, dim=1))
 
     def _block(self, attn: TokenAttention, q: Tensor, kv: Tensor) -> Tensor:
-        """``PReLU(LN(kv + MHA(q, kv, kv)))`` over the d dims of each node: (n, d)."""
-        return self.act(self.norm(kv + attn(q, kv, kv)))
+        """``PReLU(LN(kv + MHA(q, kv, kv)))`` over the d dims of each node: (n, d).
+
+        ``use_attention`` false drops the ``MHA`` term, ``use_layernorm`` false the ``LN``.
+        """
+        x = kv + attn(q, kv, kv) if self.params.use_attention else kv
+        if self.params.use_layernorm:
+            x = self.norm(x)
+        return self.act(x)
 
     def _share(self, meta: nn.Linear, mlp1: _LowRankMLP, mlp2: _LowRankMLP, feat: Tensor,
                ids: Tensor) -> Tensor:
@@ -323,33 +366,30 @@ class REARM(Recommender):
 
     def _forward(self) -> _Forward:
         p, d = self.params, self.d
-        with self._section("projections"):
+        with record_function("rearm.projections"):
             iv = self.proj_item_image(self.item_image)  # (I, d)
             it = self.proj_item_text(self.item_text)
             uv = self.proj_user_image(self.user_image)  # (U, d)
             ut = self.proj_user_text(self.user_text)
-        with self._section("homography"):
+        with record_function("rearm.homography"):
             e_i, iv, it = self._homography(self.item_prop, [self.item_id, iv, it],
                                            p.n_ii_layers, ITEM)
             e_u, uv, ut = self._homography(self.user_prop, [self.user_id, uv, ut],
                                            p.n_uu_layers, USER)
-        with self._section("attention"):
-            if p.use_attention:
-                iv = self._block(self.self_attn_image, iv, iv)
-                it = self._block(self.self_attn_text, it, it)
-                t2v = self._block(self.mutual_attn_t2v, it, iv)
-                v2t = self._block(self.mutual_attn_v2t, iv, it)
-            else:
-                t2v, v2t = iv, it
+        with record_function("rearm.attention"):
+            iv = self._block(self.self_attn_image, iv, iv)
+            it = self._block(self.self_attn_text, it, it)
+            t2v = self._block(self.mutual_attn_t2v, it, iv)
+            v2t = self._block(self.mutual_attn_v2t, iv, it)
             uv, ut = self.act(uv), self.act(ut)
-        with self._section("heterography"):
+        with record_function("rearm.heterography"):
             # F and H propagate over the same operator: one pass over 3d columns.
             out = self.inter_prop({USER: torch.cat([uv, ut, e_u], dim=1),
                                    ITEM: torch.cat([t2v, v2t, e_i], dim=1)},
                                   p.n_layers, "mean")
             feat = {nt: x[:, :2 * d] for nt, x in out.items()}  # F (n, 2d)
             ids = {nt: x[:, 2 * d:] for nt, x in out.items()}   # H (n, d)
-        with self._section("meta"):
+        with record_function("rearm.meta"):
             rep = {}
             for nt, meta, mlp1, mlp2 in ((USER, self.meta_u, self.mlp_u1, self.mlp_u2),
                                          (ITEM, self.meta_i, self.mlp_i1, self.mlp_i2)):
@@ -370,7 +410,7 @@ class REARM(Recommender):
     def loss(self, batch: Batch) -> LossOut:
         p, d = self.params, self.d
         out = self._forward()
-        with self._section("losses"):
+        with record_function("rearm.losses"):
             u = out.rep[USER][batch.users]  # (B, 3d)
             pos = (u * out.rep[ITEM][batch.pos]).sum(dim=1)
             neg = (u * out.rep[ITEM][batch.neg]).sum(dim=1)
@@ -378,14 +418,15 @@ class REARM(Recommender):
             fu, fi = out.feat[USER], out.feat[ITEM]
             zero = bpr.new_zeros(())
             cl = orth = zero
+            xu = fu[batch.users]  # (B, 2d), users with repeats
             if p.use_cl:
-                users = torch.unique(batch.users)
-                items = torch.unique(torch.cat([batch.pos, batch.neg]))
-                cl = p.cl_loss_weight * (
-                    _info_nce(fi[items, :d], fi[items, d:], p.cl_tmp)
-                    + _info_nce(fu[users, :d], fu[users, d:], p.cl_tmp))
+                items = torch.cat([batch.pos, batch.neg])
+                xc = fi[items]  # (2B, 2d)
+                cl = p.cl_loss_weight * (_info_nce(xc[:, :d], xc[:, d:], p.cl_tmp, items)
+                                         + _info_nce(xu[:, :d], xu[:, d:], p.cl_tmp,
+                                                     batch.users))
             if p.use_orth:
-                xu, xi = fu[batch.users], fi[batch.pos]  # users with repeats, positive items
+                xi = fi[batch.pos]  # positive items
                 orth = p.diff_loss_weight * (_orthogonal(xu[:, :d], xu[:, d:])
                                              + _orthogonal(xi[:, :d], xi[:, d:]))
             total = bpr + cl + orth
@@ -399,6 +440,29 @@ class REARM(Recommender):
         """
         return fused_optimizer(torch.optim.AdamW, self.parameters(), lr=lr,
                                weight_decay=self.params.reg_weight)
+
+
+# glibc's mallopt parameters (malloc.h) and the largest value an int takes.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _INT_MAX = -1, -3, 2**31 - 1
+
+
+def reuse_freed_memory() -> bool:
+    """Let glibc keep large freed blocks for reuse instead of returning them to the OS.
+
+    Each training batch allocates the gradients of the feature tables afresh (about 0.45 GB
+    at Baby size). By default glibc serves every allocation above 32 MB from new mmap'd
+    pages, so each batch pays the page faults and the kernel's zeroing again: about 0.08 s
+    per 0.3 GB on one core, more than the matrix product that fills them. Raising the mmap
+    and trim thresholds serves them from the heap and keeps the freed heap for the next
+    batch. What is computed does not change. Returns False (doing nothing) without glibc.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _INT_MAX)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, _INT_MAX))
+    except (OSError, AttributeError):
+        return False
 
 
 def _xavier_linear(n_in: int, n_out: int) -> nn.Linear:
