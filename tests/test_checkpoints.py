@@ -254,3 +254,29 @@ def test_results_record_efficiency(tiny_data, tmp_path):
     assert eff["n_parameters"] == (tiny_data.n_users + tiny_data.n_items) * 8
     assert eff["peak_gpu_bytes"] is None  # on the CPU
     assert 10 * 2**20 < eff["peak_rss_bytes"] < 64 * 2**30
+
+
+def test_a_run_checkpointed_by_the_previous_format_still_resumes(tiny_data, tmp_path):
+    # Format 2 kept the best weights only in checkpoint_best.pt, written on each improvement.
+    cfg = mf_config(tiny_data.source, "train.checkpoint_minutes=0", "train.epochs=8")
+    full = fit(cfg, runs_dir=tmp_path / "full", data=tiny_data, quiet=True)
+
+    def stop(epoch, valid):
+        if epoch == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, runs_dir=tmp_path / "cut", data=tiny_data, callbacks=[stop], quiet=True)
+    (run_dir,) = (tmp_path / "cut").glob("*/*/*")
+    last = checkpoints.load_checkpoint(run_dir / "checkpoint_last.pt")
+    best = last.pop("best_model")
+    assert best is not None  # epoch 6 is not the best (4 is): the old best file is needed
+    config = {**last["config"], "train": {**last["config"]["train"], "checkpoint_every": 1}}
+    for key in ("keep_checkpoints", "checkpoint_minutes"):
+        del config["train"][key]
+    torch.save({**last, "format": 2, "config": config}, run_dir / "checkpoint_last.pt")
+    torch.save({"format": 2, "config": config, "epoch": last["early_stopping"]["best_epoch"],
+                "model": best, "valid": last["best_valid"]}, run_dir / "checkpoint_best.pt")
+    resumed = fit(resume=run_dir, data=tiny_data, quiet=True)
+    assert (resumed.valid, resumed.test, resumed.best_epoch) == (
+        full.valid, full.test, full.best_epoch)

@@ -199,3 +199,33 @@ def test_a_bad_graph_cache_is_rebuilt_with_one_line(tmp_path, damage):
     (line,) = [x for x in out.splitlines() if "cannot be used" in x]
     assert needle in line and line.endswith("rebuilding it")
     assert "Stack trace" not in out and "[bt]" not in out and "Traceback" not in out
+
+
+def test_an_in_place_edit_with_the_same_size_and_mtime_changes_the_fingerprint(tmp_path):
+    import numpy as np
+
+    data_dir = write_tiny_dataset(tmp_path / "tiny")
+
+    def fingerprint() -> str:
+        out = run("data", "info", data_dir).output
+        (line,) = [x for x in out.splitlines() if x.startswith("fingerprint")]
+        return line.split()[-1]
+
+    before = fingerprint()
+    path = data_dir / "image_feat.npy"
+    st = path.stat()
+    feats = np.load(path)
+    feats[0, 0] += 1.0
+    payload = path.read_bytes()
+    header = len(payload) - feats.nbytes
+    with open(path, "r+b") as fh:  # the same inode, the same size
+        fh.seek(header)
+        fh.write(feats.tobytes())
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the old mtime
+    assert (path.stat().st_size, path.stat().st_mtime_ns, path.stat().st_ino) == (
+        st.st_size, st.st_mtime_ns, st.st_ino)
+    after = fingerprint()
+    assert after != before
+    fresh = write_tiny_dataset(tmp_path / "copy")
+    np.save(fresh / "image_feat.npy", feats)
+    assert run("data", "info", fresh).output.count(after) == 1  # the content's fingerprint
