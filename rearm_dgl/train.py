@@ -43,7 +43,7 @@ from rearm_dgl.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from rearm_dgl.config import DataConfig, RunConfig, config_from_dict
+from rearm_dgl.config import DataConfig, RunConfig, config_from_dict, load_config
 from rearm_dgl.errors import ConfigError, DataError
 from rearm_dgl.evaluation import evaluate, model_scorer
 from rearm_dgl.models import registry
@@ -221,17 +221,18 @@ def fit(
             cfg, checkpoint = _load_resume(run_dir, cfg)
         elif cfg is None:
             raise ConfigError("fit: pass a config, or resume=RUN_DIR to continue a run")
-        return _fit(cfg, checkpoint, run_dir, runs_dir, data, graph, callbacks, quiet,
-                    progress, held, t_start)
+        return _fit(cfg, checkpoint, resume is not None, run_dir, runs_dir, data, graph,
+                    callbacks, quiet, progress, held, t_start)
 
 
-def _fit(cfg: RunConfig, checkpoint: dict[str, Any] | None, run_dir, runs_dir, data, graph,
-         callbacks: Iterable[Callback], quiet: bool, progress: Callable[[str], None] | None,
-         held: contextlib.ExitStack, t_start: float) -> FitResult:
-    """The body of :func:`fit`; ``checkpoint`` is the resumed state (None for a new run)."""
+def _fit(cfg: RunConfig, checkpoint: dict[str, Any] | None, resuming: bool, run_dir, runs_dir,
+         data, graph, callbacks: Iterable[Callback], quiet: bool,
+         progress: Callable[[str], None] | None, held: contextlib.ExitStack,
+         t_start: float) -> FitResult:
+    """The body of :func:`fit`; ``checkpoint`` is the resumed state, None for a new run or
+    for a resumed one that stopped before its first checkpoint (it restarts at epoch 1)."""
     log = logger.debug if quiet else logger.info
     train_cfg, metric, policy = cfg.train, cfg.eval.metric, cfg.train.keep_checkpoints
-    resuming = checkpoint is not None
 
     # Device and seeds.
     device = resolve_device(train_cfg.device)
@@ -278,7 +279,8 @@ def _fit(cfg: RunConfig, checkpoint: dict[str, Any] | None, run_dir, runs_dir, d
     # Run directory (held by this process from here on) and writers.
     if resuming:
         tracking.truncate_metrics(run_dir, start_epoch - 1)
-        log("resuming %s from epoch %d", run_dir, start_epoch - 1)
+        log("resuming %s from epoch %d%s", run_dir, start_epoch - 1,
+            "" if checkpoint is not None else " (it stopped before its first checkpoint)")
     else:
         run_dir = _claim_run_dir(run_dir, runs_dir, data.name, cfg, held)
         tracking.write_config(run_dir, cfg)
@@ -306,7 +308,7 @@ def _fit(cfg: RunConfig, checkpoint: dict[str, Any] | None, run_dir, runs_dir, d
         })
 
     epoch = start_epoch - 1
-    saved_epoch = epoch if resuming else None  # the epoch checkpoint_last.pt holds
+    saved_epoch = epoch if checkpoint is not None else None  # what checkpoint_last.pt holds
     last_write = _clock()
     interval = train_cfg.checkpoint_minutes * 60.0
     # No total: the 2000-epoch maximum says nothing about when early stopping ends a run, so
@@ -386,13 +388,11 @@ def _fit(cfg: RunConfig, checkpoint: dict[str, Any] | None, run_dir, runs_dir, d
         bar.close()
         tracker.close()
         if isinstance(exc, KeyboardInterrupt):
-            if saved_epoch is None:
-                logger.warning("interrupted at epoch %d, before the first checkpoint (written "
-                               "every train.checkpoint_minutes=%g); start the run again",
-                               epoch, train_cfg.checkpoint_minutes)
-            else:
-                logger.warning("interrupted at epoch %d; continue from epoch %d with: "
-                               "rearm-dgl train --resume %s", epoch, saved_epoch, run_dir)
+            logger.warning("interrupted at epoch %d; rearm-dgl train --resume %s continues "
+                           "from epoch %d%s", epoch, run_dir, saved_epoch or 0,
+                           "" if saved_epoch is not None else
+                           f" (no checkpoint yet: one is written every "
+                           f"train.checkpoint_minutes={train_cfg.checkpoint_minutes:g})")
         raise
     bar.close()
     stop_reason = stop_reason or STOP_MAX_EPOCHS
@@ -480,18 +480,27 @@ def rescore(run_dir: str | Path, split: str = "test", device: str | None = None,
 RESUME_MAY_CHANGE = ("train.device", "train.keep_checkpoints", "train.checkpoint_minutes")
 
 
-def _load_resume(run_dir: Path, cfg: RunConfig | None) -> tuple[RunConfig, dict[str, Any]]:
+def _load_resume(run_dir: Path,
+                 cfg: RunConfig | None) -> tuple[RunConfig, dict[str, Any] | None]:
+    """The config and checkpoint to resume ``run_dir`` with.
+
+    A run stopped before its first checkpoint resumes from epoch 0: its ``config.yaml`` is
+    all that needs, as every epoch is seeded by ``(seed, epoch)``. The checkpoint is then None.
+    """
     results_path = run_dir / tracking.RESULTS_FILE
     if results_path.exists():
         raise ConfigError(f"--resume {run_dir}: this run already completed "
                           f"({tracking.RESULTS_FILE} exists); start a new run instead")
     last = run_dir / tracking.CHECKPOINT_LAST
-    if not last.exists():
-        raise ConfigError(f"--resume {run_dir}: no {tracking.CHECKPOINT_LAST}; the run stopped "
-                          f"before its first checkpoint (written every "
-                          f"train.checkpoint_minutes), so start it again")
-    ckpt = load_checkpoint(last)
-    saved = config_from_dict(ckpt["config"])
+    if last.exists():
+        ckpt = load_checkpoint(last)
+        saved, where = config_from_dict(ckpt["config"]), tracking.CHECKPOINT_LAST
+    elif (run_dir / tracking.CONFIG_FILE).is_file():
+        ckpt, where = None, tracking.CONFIG_FILE
+        saved = load_config(run_dir / tracking.CONFIG_FILE)
+    else:
+        raise ConfigError(f"--resume {run_dir}: no {tracking.CHECKPOINT_LAST} and no "
+                          f"{tracking.CONFIG_FILE}: not a run folder written by rearm-dgl")
     if cfg is None:
         return saved, ckpt
     given, before = cfg.flat(), saved.flat()
@@ -502,9 +511,9 @@ def _load_resume(run_dir: Path, cfg: RunConfig | None) -> tuple[RunConfig, dict[
                           for k in differ[:5]) + ("; ..." if len(differ) > 5 else "")
         raise ConfigError(
             f"--resume {run_dir}: the config differs from the one the run started with (kept "
-            f"in {tracking.CHECKPOINT_LAST}): {shown}. Only {', '.join(RESUME_MAY_CHANGE)} may "
-            f"change on resume; undo the edit (e.g. in {run_dir / tracking.CONFIG_FILE}) or "
-            f"start a new run")
+            f"in {where}): {shown}. Only {', '.join(RESUME_MAY_CHANGE)} may change on "
+            f"resume; undo the edit (e.g. in {run_dir / tracking.CONFIG_FILE}) or start a new "
+            f"run")
     return cfg, ckpt
 
 
