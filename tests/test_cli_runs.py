@@ -229,3 +229,21 @@ def test_an_in_place_edit_with_the_same_size_and_mtime_changes_the_fingerprint(t
     fresh = write_tiny_dataset(tmp_path / "copy")
     np.save(fresh / "image_feat.npy", feats)
     assert run("data", "info", fresh).output.count(after) == 1  # the content's fingerprint
+
+
+def test_train_removes_the_temporary_files_of_a_killed_graph_cache_write(tmp_path):
+    cache = tmp_path / "cache"
+    data_dir = write_tiny_dataset(tmp_path / "tiny")
+    args = ["train", "--dataset", data_dir, "--model", "lightgcn", "--epochs", 1, "--runs-dir",
+            tmp_path / "runs", *FAST, "--set", "lightgcn.embedding_size=8",
+            "--set", f"data.cache_dir={cache}", "--quiet"]
+    run(*args)
+    (graph_file,) = (cache / "graphs").glob("*.bin")
+    # What a kill during the save leaves: the temporary files of atomic_path.
+    orphans = [graph_file.parent / f".{graph_file.name}.k1ll3d.bin.tmp",
+               graph_file.parent / f".{graph_file.stem}.json.k1ll3d.json.tmp"]
+    for orphan in orphans:
+        orphan.write_bytes(b"half a graph")
+    run(*args)
+    assert not any(o.exists() for o in orphans)
+    assert not list((cache / "graphs").glob(".*.tmp"))
