@@ -157,11 +157,18 @@ def environment(device: torch.device | str, features_note: str = "") -> dict[str
 
 
 def write_env(run_dir: str | Path, device: torch.device | str, features_note: str = "",
-              resumed_at_epoch: int | None = None) -> None:
-    """Write ``env.json``; a resumed run rewrites it with the epoch it resumed from."""
+              resumed_at_epoch: int | None = None,
+              data_paths: Mapping[str, str] | None = None) -> None:
+    """Write ``env.json``; a resumed run rewrites it with the epoch it resumed from.
+
+    ``data_paths`` (the absolute dataset and cache folders the run reads) lets a run that
+    stopped before its first checkpoint resume from another working directory.
+    """
     env = environment(device, features_note)
     if resumed_at_epoch is not None:
         env["resumed_at_epoch"] = resumed_at_epoch
+    if data_paths is not None:
+        env["data_paths"] = dict(data_paths)
     atomic_write_json(Path(run_dir) / ENV_FILE, env)
 
 

@@ -46,6 +46,7 @@ from rearm_dgl.checkpoints import (
 from rearm_dgl.config import DataConfig, RunConfig, config_from_dict, load_config
 from rearm_dgl.errors import ConfigError, DataError
 from rearm_dgl.evaluation import evaluate, model_scorer
+from rearm_dgl.io_utils import read_json
 from rearm_dgl.models import registry
 from rearm_dgl.models.base import require_features
 from rearm_dgl.sampling import BPRSampler
@@ -241,7 +242,12 @@ def _fit(cfg: RunConfig, checkpoint: dict[str, Any] | None, resuming: bool, run_
 
     # Data and graph. A resumed run reads its data where it first found it (relative
     # paths were resolved against the folder it started from).
-    data_cfg = recorded_data_config(cfg, checkpoint and checkpoint.get("data_paths"))
+    recorded = None
+    if checkpoint is not None:
+        recorded = checkpoint.get("data_paths")
+    elif resuming:  # no checkpoint yet: env.json has them from the start
+        recorded = (read_json(Path(run_dir) / tracking.ENV_FILE) or {}).get("data_paths")
+    data_cfg = recorded_data_config(cfg, recorded)
     if data is None:
         from rearm_dgl.data import load_dataset
 
@@ -286,7 +292,8 @@ def _fit(cfg: RunConfig, checkpoint: dict[str, Any] | None, resuming: bool, run_
         tracking.write_config(run_dir, cfg)
         tracking.truncate_metrics(run_dir, 0)  # an empty metrics.jsonl from the start
     tracking.write_env(run_dir, device, data.features_note,
-                       resumed_at_epoch=start_epoch - 1 if resuming else None)
+                       resumed_at_epoch=start_epoch - 1 if resuming else None,
+                       data_paths=data_paths)
     tracker = tracking.TensorBoardTracker(run_dir, purge_step=start_epoch if resuming else None)
 
     def peaks() -> tuple[int, int | None]:
@@ -546,8 +553,8 @@ def recorded_data_config(cfg: RunConfig, data_paths: dict[str, str] | None) -> D
     """The run's data settings, with the absolute paths recorded when it started.
 
     A dataset folder or cache folder given as a relative path is only valid from the folder
-    the run started in; the checkpoints record both as absolute paths, so ``--resume`` and
-    ``evaluate`` work from anywhere. A recorded dataset folder that no longer exists falls
+    the run started in; ``env.json`` and the checkpoints record both as absolute paths, so
+    ``--resume`` and ``evaluate`` work from anywhere. A recorded dataset folder that no longer exists falls
     back to the config as written (the content fingerprint still guards the data).
     """
     if not data_paths:

@@ -87,12 +87,14 @@ def test_two_resumes_of_one_run_do_not_both_proceed(tmp_path):
         pass
 
 
-def test_resume_and_evaluate_work_from_another_folder(tmp_path, monkeypatch):
+@pytest.mark.parametrize("minutes", [0, 10])  # with a checkpoint, and before the first
+def test_resume_and_evaluate_work_from_another_folder(tmp_path, monkeypatch, minutes):
     start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
     write_tiny_dataset(start / "tiny")
     elsewhere.mkdir()
     monkeypatch.chdir(start)
-    run_dir = interrupted_run("tiny", "runs", "data.cache_dir=cache")  # relative paths
+    run_dir = interrupted_run("tiny", "runs", "data.cache_dir=cache",  # relative paths
+                              f"train.checkpoint_minutes={minutes}")
     assert build_config(file=run_dir / "config.yaml", use_preset=False).data.dataset == "tiny"
 
     monkeypatch.chdir(elsewhere)
