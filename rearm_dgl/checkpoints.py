@@ -17,21 +17,27 @@ the run completes, ``train.keep_checkpoints`` decides what remains (:data:`KEPT`
 - ``last``: ``checkpoint_last.pt`` of the final epoch (it holds the best weights too);
 - ``all``: both;
 - ``none``: neither (the metrics, per-user results and logs stay).
+
+Resuming (:func:`load_resume`, :func:`restore`) checks the config against the saved one and
+reads the data from the absolute folders recorded when the run started
+(:func:`recorded_data_config`), so it works from any working directory.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from rearm_dgl.errors import DataError
+from rearm_dgl.config import DataConfig, RunConfig, config_from_dict, load_config
+from rearm_dgl.errors import ConfigError, DataError
 from rearm_dgl.io_utils import atomic_path
-from rearm_dgl.tracking import CHECKPOINT_BEST, CHECKPOINT_LAST, CONFIG_FILE
+from rearm_dgl.tracking import CHECKPOINT_BEST, CHECKPOINT_LAST, CONFIG_FILE, RESULTS_FILE
 
 #: Written by this version. Format 2 (best weights only in ``checkpoint_best.pt``, written on
 #: every improvement) is still read.
@@ -160,6 +166,111 @@ def prune(run_dir: str | Path, policy: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# Resume and data paths
+
+#: Config keys that may differ between a run's saved config and the one it is resumed with:
+#: where it runs and how it keeps checkpoints, not what it computes.
+RESUME_MAY_CHANGE = ("train.device", "train.keep_checkpoints", "train.checkpoint_minutes")
+
+
+def load_resume(run_dir: Path,
+                cfg: RunConfig | None) -> tuple[RunConfig, dict[str, Any] | None]:
+    """The config and checkpoint to resume ``run_dir`` with.
+
+    A run stopped before its first checkpoint resumes from epoch 0: its ``config.yaml`` is
+    all that needs, as every epoch is seeded by ``(seed, epoch)``. The checkpoint is then None.
+
+    Args:
+        run_dir: The run folder.
+        cfg: The config to resume with, or None for the saved one. It must equal the saved
+            one except for the keys of :data:`RESUME_MAY_CHANGE`.
+
+    Raises:
+        ConfigError: The run completed, is no run folder, or ``cfg`` differs (each key named).
+        DataError: The checkpoint cannot be read.
+    """
+    results_path = run_dir / RESULTS_FILE
+    if results_path.exists():
+        raise ConfigError(f"--resume {run_dir}: this run already completed "
+                          f"({RESULTS_FILE} exists); start a new run instead")
+    last = run_dir / CHECKPOINT_LAST
+    if last.exists():
+        ckpt = load_checkpoint(last)
+        saved, where = config_from_dict(ckpt["config"]), CHECKPOINT_LAST
+    elif (run_dir / CONFIG_FILE).is_file():
+        ckpt, where = None, CONFIG_FILE
+        saved = load_config(run_dir / CONFIG_FILE)
+    else:
+        raise ConfigError(f"--resume {run_dir}: no {CHECKPOINT_LAST} and no "
+                          f"{CONFIG_FILE}: not a run folder written by rearm-dgl")
+    if cfg is None:
+        return saved, ckpt
+    given, before = cfg.flat(), saved.flat()
+    differ = [k for k in sorted(set(given) | set(before))
+              if k not in RESUME_MAY_CHANGE and given.get(k) != before.get(k)]
+    if differ:
+        shown = "; ".join(f"{k} is {given.get(k)!r}, the run started with {before.get(k)!r}"
+                          for k in differ[:5]) + ("; ..." if len(differ) > 5 else "")
+        raise ConfigError(
+            f"--resume {run_dir}: the config differs from the one the run started with (kept "
+            f"in {where}): {shown}. Only {', '.join(RESUME_MAY_CHANGE)} may change on "
+            f"resume; undo the edit (e.g. in {run_dir / CONFIG_FILE}) or start a new "
+            f"run")
+    return cfg, ckpt
+
+
+def restore(ckpt: dict[str, Any], run_dir: Path, model, optimizer, stopper,
+            best: BestWeights) -> tuple[int, float, str | None, dict[str, float],
+                                        tuple[int, int | None]]:
+    """Load a resumed state into the model, optimiser, early stopping (``stopper``), best
+    weights and the global RNGs.
+
+    Returns:
+        ``(start_epoch, wall seconds before, stop reason, best valid metrics,
+        (peak RSS, peak GPU bytes) before)``.
+    """
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    stopper.load_state_dict(ckpt["early_stopping"])
+    if ckpt.get("best_model") is not None:
+        best.load(ckpt["best_model"], stopper.best_epoch)
+    elif ckpt["format"] >= 3 or stopper.best_epoch == int(ckpt["epoch"]):
+        best.update(model, stopper.best_epoch)  # the best weights are the model's own
+    else:  # format 2 kept them in checkpoint_best.pt, written on every improvement
+        best.load(load_checkpoint(run_dir / CHECKPOINT_BEST)["model"],
+                  stopper.best_epoch)
+    set_rng_state(ckpt["rng"])
+    return (int(ckpt["epoch"]) + 1, float(ckpt.get("wall_seconds", 0.0)),
+            ckpt.get("stop_reason"), dict(ckpt["best_valid"]),
+            (int(ckpt.get("peak_rss_bytes") or 0), ckpt.get("peak_gpu_bytes")))
+
+
+def recorded_data_config(cfg: RunConfig, data_paths: dict[str, str] | None) -> DataConfig:
+    """The run's data settings, with the absolute paths recorded when it started.
+
+    A dataset folder or cache folder given as a relative path is only valid from the folder
+    the run started in; ``env.json`` and the checkpoints record both as absolute paths, so
+    ``--resume`` and ``evaluate`` work from anywhere. A recorded dataset folder that no longer exists falls
+    back to the config as written (the content fingerprint still guards the data).
+    """
+    if not data_paths:
+        return cfg.data
+    changes = {}
+    if data_paths.get("dataset") and Path(data_paths["dataset"]).is_dir():
+        changes["dataset"] = data_paths["dataset"]
+    if data_paths.get("cache_dir"):
+        changes["cache_dir"] = data_paths["cache_dir"]
+    return replace(cfg.data, **changes)
+
+
+def data_paths_of(data, data_cfg: DataConfig) -> dict[str, str]:
+    """Absolute dataset and cache folders, as :func:`recorded_data_config` reads them."""
+    source = Path(data.source)
+    return {"dataset": str(source) if source.is_absolute() and source.is_dir() else "",
+            "cache_dir": str(Path(data_cfg.cache_dir).resolve()) if data_cfg.cache_dir else ""}
+
+
+# ---------------------------------------------------------------------------------------
 # RNG state
 
 
@@ -196,5 +307,6 @@ def _to_lists(value: Any) -> Any:
     return [_to_lists(v) for v in value] if isinstance(value, tuple) else value
 
 
-__all__ = ["BestWeights", "CHECKPOINT_FORMAT", "KEPT", "READABLE_FORMATS", "best_state",
-           "load_checkpoint", "prune", "rng_state", "save_checkpoint", "set_rng_state"]
+__all__ = ["BestWeights", "CHECKPOINT_FORMAT", "KEPT", "READABLE_FORMATS", "RESUME_MAY_CHANGE",
+           "best_state", "data_paths_of", "load_checkpoint", "load_resume", "prune",
+           "recorded_data_config", "restore", "rng_state", "save_checkpoint", "set_rng_state"]

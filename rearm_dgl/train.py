@@ -24,7 +24,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +35,19 @@ from tqdm.auto import tqdm
 from rearm_dgl import tracking
 from rearm_dgl.checkpoints import (
     KEPT,
+    RESUME_MAY_CHANGE,
     BestWeights,
     best_state,
+    data_paths_of,
     load_checkpoint,
+    load_resume,
     prune,
+    recorded_data_config,
+    restore,
     rng_state,
     save_checkpoint,
-    set_rng_state,
 )
-from rearm_dgl.config import DataConfig, RunConfig, config_from_dict, load_config
+from rearm_dgl.config import RunConfig, config_from_dict
 from rearm_dgl.errors import ConfigError, DataError
 from rearm_dgl.evaluation import evaluate, model_scorer
 from rearm_dgl.io_utils import read_json
@@ -186,7 +190,7 @@ def fit(
     Args:
         cfg: The resolved run config. With ``resume`` it may be omitted (the saved one is
             used); if given it must match the saved one except for the keys of
-            :data:`RESUME_MAY_CHANGE`.
+            :data:`rearm_dgl.checkpoints.RESUME_MAY_CHANGE`.
         run_dir: Use this folder for the run instead of a new one under ``runs_dir``.
         runs_dir: Parent of new run folders (``<runs_dir>/<dataset>/<model>/<stamp>-s<seed>``).
         data: The loaded :class:`~rearm_dgl.data.dataset.Interactions`; loaded from
@@ -219,7 +223,7 @@ def fit(
             if not run_dir.is_dir():
                 raise ConfigError(f"--resume {run_dir}: no such run folder")
             held.enter_context(tracking.hold_run_dir(run_dir))
-            cfg, checkpoint = _load_resume(run_dir, cfg)
+            cfg, checkpoint = load_resume(run_dir, cfg)
         elif cfg is None:
             raise ConfigError("fit: pass a config, or resume=RUN_DIR to continue a run")
         return _fit(cfg, checkpoint, resume is not None, run_dir, runs_dir, data, graph,
@@ -261,7 +265,7 @@ def _fit(cfg: RunConfig, checkpoint: dict[str, Any] | None, resuming: bool, run_
         graph = load_or_build_graph(data, cfg.graph)
     if data.features_note:
         log("features: %s", data.features_note)
-    data_paths = _data_paths(data, data_cfg)
+    data_paths = data_paths_of(data, data_cfg)
 
     # Model, optimiser, batches; the init is seeded so one seed gives one set of weights.
     torch.manual_seed(train_cfg.seed)
@@ -279,7 +283,7 @@ def _fit(cfg: RunConfig, checkpoint: dict[str, Any] | None, resuming: bool, run_
             raise DataError(data.source, "the dataset changed since this run began "
                             "(its content fingerprint differs)",
                             "restore the original data or start a new run")
-        start_epoch, elapsed_before, stop_reason, best_valid, peak_before = _restore(
+        start_epoch, elapsed_before, stop_reason, best_valid, peak_before = restore(
             checkpoint, Path(run_dir), model, optimizer, stopper, best)
 
     # Run directory (held by this process from here on) and writers.
@@ -480,98 +484,7 @@ def rescore(run_dir: str | Path, split: str = "test", device: str | None = None,
 
 
 # ---------------------------------------------------------------------------------------
-# Resume, data paths and the run folder
-
-#: Config keys that may differ between a run's saved config and the one it is resumed with:
-#: where it runs and how it keeps checkpoints, not what it computes.
-RESUME_MAY_CHANGE = ("train.device", "train.keep_checkpoints", "train.checkpoint_minutes")
-
-
-def _load_resume(run_dir: Path,
-                 cfg: RunConfig | None) -> tuple[RunConfig, dict[str, Any] | None]:
-    """The config and checkpoint to resume ``run_dir`` with.
-
-    A run stopped before its first checkpoint resumes from epoch 0: its ``config.yaml`` is
-    all that needs, as every epoch is seeded by ``(seed, epoch)``. The checkpoint is then None.
-    """
-    results_path = run_dir / tracking.RESULTS_FILE
-    if results_path.exists():
-        raise ConfigError(f"--resume {run_dir}: this run already completed "
-                          f"({tracking.RESULTS_FILE} exists); start a new run instead")
-    last = run_dir / tracking.CHECKPOINT_LAST
-    if last.exists():
-        ckpt = load_checkpoint(last)
-        saved, where = config_from_dict(ckpt["config"]), tracking.CHECKPOINT_LAST
-    elif (run_dir / tracking.CONFIG_FILE).is_file():
-        ckpt, where = None, tracking.CONFIG_FILE
-        saved = load_config(run_dir / tracking.CONFIG_FILE)
-    else:
-        raise ConfigError(f"--resume {run_dir}: no {tracking.CHECKPOINT_LAST} and no "
-                          f"{tracking.CONFIG_FILE}: not a run folder written by rearm-dgl")
-    if cfg is None:
-        return saved, ckpt
-    given, before = cfg.flat(), saved.flat()
-    differ = [k for k in sorted(set(given) | set(before))
-              if k not in RESUME_MAY_CHANGE and given.get(k) != before.get(k)]
-    if differ:
-        shown = "; ".join(f"{k} is {given.get(k)!r}, the run started with {before.get(k)!r}"
-                          for k in differ[:5]) + ("; ..." if len(differ) > 5 else "")
-        raise ConfigError(
-            f"--resume {run_dir}: the config differs from the one the run started with (kept "
-            f"in {where}): {shown}. Only {', '.join(RESUME_MAY_CHANGE)} may change on "
-            f"resume; undo the edit (e.g. in {run_dir / tracking.CONFIG_FILE}) or start a new "
-            f"run")
-    return cfg, ckpt
-
-
-def _restore(ckpt: dict[str, Any], run_dir: Path, model, optimizer, stopper: EarlyStopping,
-             best: BestWeights) -> tuple[int, float, str | None, dict[str, float],
-                                         tuple[int, int | None]]:
-    """Load a resumed state into the training objects.
-
-    Returns:
-        ``(start_epoch, wall seconds before, stop reason, best valid metrics,
-        (peak RSS, peak GPU bytes) before)``.
-    """
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    stopper.load_state_dict(ckpt["early_stopping"])
-    if ckpt.get("best_model") is not None:
-        best.load(ckpt["best_model"], stopper.best_epoch)
-    elif ckpt["format"] >= 3 or stopper.best_epoch == int(ckpt["epoch"]):
-        best.update(model, stopper.best_epoch)  # the best weights are the model's own
-    else:  # format 2 kept them in checkpoint_best.pt, written on every improvement
-        best.load(load_checkpoint(run_dir / tracking.CHECKPOINT_BEST)["model"],
-                  stopper.best_epoch)
-    set_rng_state(ckpt["rng"])
-    return (int(ckpt["epoch"]) + 1, float(ckpt.get("wall_seconds", 0.0)),
-            ckpt.get("stop_reason"), dict(ckpt["best_valid"]),
-            (int(ckpt.get("peak_rss_bytes") or 0), ckpt.get("peak_gpu_bytes")))
-
-
-def recorded_data_config(cfg: RunConfig, data_paths: dict[str, str] | None) -> DataConfig:
-    """The run's data settings, with the absolute paths recorded when it started.
-
-    A dataset folder or cache folder given as a relative path is only valid from the folder
-    the run started in; ``env.json`` and the checkpoints record both as absolute paths, so
-    ``--resume`` and ``evaluate`` work from anywhere. A recorded dataset folder that no longer exists falls
-    back to the config as written (the content fingerprint still guards the data).
-    """
-    if not data_paths:
-        return cfg.data
-    changes = {}
-    if data_paths.get("dataset") and Path(data_paths["dataset"]).is_dir():
-        changes["dataset"] = data_paths["dataset"]
-    if data_paths.get("cache_dir"):
-        changes["cache_dir"] = data_paths["cache_dir"]
-    return replace(cfg.data, **changes)
-
-
-def _data_paths(data, data_cfg: DataConfig) -> dict[str, str]:
-    """Absolute dataset and cache folders, as :func:`recorded_data_config` reads them."""
-    source = Path(data.source)
-    return {"dataset": str(source) if source.is_absolute() and source.is_dir() else "",
-            "cache_dir": str(Path(data_cfg.cache_dir).resolve()) if data_cfg.cache_dir else ""}
+# The run folder
 
 
 def _claim_run_dir(run_dir: str | Path | None, runs_dir: str | Path, dataset: str,
@@ -591,5 +504,5 @@ def _claim_run_dir(run_dir: str | Path | None, runs_dir: str | Path, dataset: st
 
 
 __all__ = ["Callback", "EarlyStopping", "FitResult", "RESUME_MAY_CHANGE", "STOP_EARLY",
-           "STOP_MAX_EPOCHS", "STOP_NAN", "fit", "load_checkpoint", "progress_line",
-           "recorded_data_config", "rescore", "resolve_device", "seed_everything"]
+           "STOP_MAX_EPOCHS", "STOP_NAN", "fit", "load_checkpoint", "progress_line", "rescore",
+           "resolve_device", "seed_everything"]
