@@ -5,9 +5,9 @@ Every training run owns one folder, ``<runs_dir>/<dataset>/<model>/<YYYYmmdd-HHM
 | file | content |
 |---|---|
 | ``config.yaml`` | the resolved :class:`~rearm_dgl.config.RunConfig` |
-| ``env.json`` | versions, device, git commit, host, CPU count, features note |
-| ``metrics.jsonl`` | one JSON line per epoch: loss parts, valid metrics, seconds, lr |
-| ``results.json`` | best epoch, valid and test metrics, stop reason, wall time, fingerprints |
+| ``env.json`` | versions, device, git commit, host, CPU count, features note, data paths |
+| ``metrics.jsonl`` | one JSON line per epoch: loss parts, valid metrics, seconds (all, training, validation), lr |
+| ``results.json`` | best epoch, valid and test metrics, stop reason, wall time, fingerprints, efficiency |
 | ``per_user_test.npz`` | per-user test metrics, aligned with ``users`` |
 | ``checkpoint_best.pt`` / ``checkpoint_last.pt`` | see :mod:`rearm_dgl.checkpoints` |
 | ``events.out.tfevents.*`` | TensorBoard scalars and hparams |
