@@ -53,6 +53,13 @@ FOREIGN_KEYS = {
 
 log = logging.getLogger(__name__)
 
+#: Keys that earlier versions had, with what replaced them. In a YAML file (such as an older
+#: run's config.yaml) they are skipped with a warning; as ``--set`` they are an error.
+RETIRED_KEYS = {
+    "train.checkpoint_every": "the resumable checkpoint is written every "
+                              "train.checkpoint_minutes of wall time (default 10) instead",
+}
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -105,11 +112,11 @@ class TrainConfig:
         negatives: ``all_known`` excludes the user's train, valid and test items (the
             authors' code); ``train_only`` excludes training items only (MMRec).
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
-        checkpoint_every: Write the resumable checkpoint every this many epochs.
         keep_checkpoints: What a completed run keeps on disk: ``best`` (the best validation
             weights), ``last`` (the resumable state), ``all`` (both) or ``none``.
-        checkpoint_minutes: Write the resumable checkpoint at most this often (minutes of
-            wall time), and always at the end of the run.
+        checkpoint_minutes: Write the resumable checkpoint after the first epoch that ends
+            this many minutes (of wall time) after the previous one, and at the end when
+            ``keep_checkpoints`` keeps it; 0 writes it after every epoch.
     """
 
     epochs: int = 2000
@@ -119,7 +126,6 @@ class TrainConfig:
     seed: int = 2025
     negatives: Literal["all_known", "train_only"] = "all_known"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    checkpoint_every: int = 1
     keep_checkpoints: Literal["best", "last", "all", "none"] = "best"
     checkpoint_minutes: float = 10.0
 
@@ -128,7 +134,6 @@ class TrainConfig:
         check(self.patience >= 0, "train.patience", "must be >= 0")
         check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         check(self.lr > 0, "train.lr", "must be > 0")
-        check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
         check(self.checkpoint_minutes >= 0, "train.checkpoint_minutes", "must be >= 0")
         check(math.isfinite(self.lr), "train.lr", f"must be finite, got {self.lr}")
         check_seed("train.seed", self.seed)
@@ -323,6 +328,10 @@ def build_config(
             if not isinstance(body, dict):
                 raise ConfigError(f"{origin}: section {section!r} must be a mapping")
             for key, value in body.items():
+                if f"{section}.{key}" in RETIRED_KEYS:
+                    log.warning("%s: %s.%s is no longer used: %s", origin, section, key,
+                                RETIRED_KEYS[f"{section}.{key}"])
+                    continue
                 try:
                     _, name = _resolve_key(f"{section}.{key}", classes)
                     values[section][name] = _coerce(classes[section], name, value,
@@ -333,6 +342,8 @@ def build_config(
     for key, value in pairs:
         if key == "model":
             continue
+        if key in RETIRED_KEYS:
+            raise ConfigError(f"--set {key}: no longer exists; {RETIRED_KEYS[key]}")
         section, name = _resolve_key(key, classes)
         values[section][name] = _coerce(classes[section], name, value, f"{section}.{name}")
         sources.pop(f"{section}.{name}", None)

@@ -23,7 +23,7 @@ SESSION_DIR = "hparams"
 
 #: Config keys that say where or how a run was computed, not what: left out of the hparams.
 BOOKKEEPING = frozenset({
-    "data.data_root", "data.cache_dir", "train.device", "train.checkpoint_every",
+    "data.data_root", "data.cache_dir", "train.device",
     "train.keep_checkpoints", "train.checkpoint_minutes", "eval.batch_size",
 })
 

@@ -12,6 +12,10 @@ are numbered 0..n_allowed-1 in item order, a uniform rank ``r`` is drawn per pos
 item of rank ``r`` is found with one ``searchsorted`` over all users' excluded items at once.
 With the user's excluded items ``e_0 < e_1 < ...``, ``e_k - k`` is the number of allowed items
 below ``e_k``, so the item of rank ``r`` is ``r + #{k : e_k - k <= r}``.
+
+The candidates are every item for ``all_known`` (the authors' code), and only the items that
+occur in the training split for ``train_only``, as MMRec draws them (its sampler picks from the
+training split's item ids). There the same ranking runs over the candidates' positions.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ class BPRSampler:
 
     Args:
         data: The dataset; its training pairs are the positives.
-        negatives: ``"all_known"`` never draws an item the user has in train, valid or test
-            (``data.known_csr``); ``"train_only"`` excludes training items only
-            (``data.train_csr``).
+        negatives: ``"all_known"`` draws from every item except those the user has in train,
+            valid or test (``data.known_csr``); ``"train_only"`` draws from the items that occur
+            in the training split, except the user's training items (``data.train_csr``), as
+            MMRec does.
         batch_size: Triples per batch; the last batch of an epoch may be smaller.
         seed: Base seed; epoch ``e`` uses ``np.random.default_rng([seed, e])``.
 
@@ -59,25 +64,35 @@ class BPRSampler:
         self._users = np.ascontiguousarray(data.train[0], dtype=np.int64)  # (N,)
         self._pos = np.ascontiguousarray(data.train[1], dtype=np.int64)  # (N,)
 
-        excluded = data.known_csr if negatives == "all_known" else data.train_csr
+        if negatives == "all_known":
+            excluded, self._pool = data.known_csr, None  # candidates: every item
+        else:
+            # Candidates: the items of the training split, in id order (C,). A user's training
+            # items are all among them, so exclusions map to candidate positions exactly.
+            excluded, self._pool = data.train_csr, np.unique(self._pos)
         excluded = excluded.sorted_indices() if not excluded.has_sorted_indices else excluded
+        self._n_cand = self.n_items if self._pool is None else int(self._pool.size)
         indptr = excluded.indptr.astype(np.int64)
         n_excl = np.diff(indptr)  # (U,)
-        self._allowed = self.n_items - n_excl  # (U,) items each user may draw
+        self._allowed = self._n_cand - n_excl  # (U,) candidates each user may draw
         self._start = indptr[:-1]  # (U,) where each user's keys begin
         cols = excluded.indices.astype(np.int64)
+        if self._pool is not None:
+            cols = np.searchsorted(self._pool, cols)  # item id -> candidate position
         rank_in_row = np.arange(cols.size, dtype=np.int64) - np.repeat(self._start, n_excl)
         rows = np.repeat(np.arange(n_excl.size, dtype=np.int64), n_excl)
-        # Globally sorted: rows ascend and e_k - k is non-decreasing in [0, I) within a row.
-        self._keys = rows * self.n_items + (cols - rank_in_row)
+        # Globally sorted: rows ascend and e_k - k is non-decreasing in [0, C) within a row.
+        self._keys = rows * self._n_cand + (cols - rank_in_row)
 
         stuck = np.unique(self._users[self._allowed[self._users] <= 0])
         if stuck.size:
             shown = ", ".join(str(u) for u in stuck[:5]) + (" ..." if stuck.size > 5 else "")
+            scope = (f"all {self.n_items} items" if self._pool is None
+                     else f"all {self._n_cand} items of the training split")
             raise DataError(
                 data.source,
-                f"user(s) {shown} interacted with all {self.n_items} items, so no negative "
-                f"can be drawn with negatives={negatives!r}",
+                f"user(s) {shown} interacted with {scope}, so no negative can be drawn with "
+                f"negatives={negatives!r}",
                 "remove these users from the dataset"
                 + (", or set train.negatives=train_only" if negatives == "all_known" else ""))
 
@@ -94,9 +109,10 @@ class BPRSampler:
         """One uniform allowed item per entry of ``users`` (int64 array), drawn from ``rng``."""
         users = np.asarray(users, dtype=np.int64)
         ranks = rng.integers(0, self._allowed[users], dtype=np.int64)  # (n,) rank among allowed
-        query = users * self.n_items + ranks
+        query = users * self._n_cand + ranks
         n_before = np.searchsorted(self._keys, query, side="right") - self._start[users]
-        return ranks + n_before
+        position = ranks + n_before  # (n,) among the candidates
+        return position if self._pool is None else self._pool[position]
 
     def epoch_arrays(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The epoch's shuffled ``(users, pos, neg)`` int64 arrays, all (N,)."""

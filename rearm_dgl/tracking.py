@@ -5,12 +5,13 @@ Every training run owns one folder, ``<runs_dir>/<dataset>/<model>/<YYYYmmdd-HHM
 | file | content |
 |---|---|
 | ``config.yaml`` | the resolved :class:`~rearm_dgl.config.RunConfig` |
-| ``env.json`` | versions, device, git commit, host, CPU count, features note |
-| ``metrics.jsonl`` | one JSON line per epoch: loss parts, valid metrics, seconds, lr |
-| ``results.json`` | best epoch, valid and test metrics, stop reason, wall time, fingerprints |
+| ``env.json`` | versions, device, git commit, host, CPU count, features note, data paths |
+| ``metrics.jsonl`` | one JSON line per epoch: loss parts, valid metrics, seconds (all, training, validation), lr |
+| ``results.json`` | best epoch, valid and test metrics, stop reason, wall time, fingerprints, efficiency |
 | ``per_user_test.npz`` | per-user test metrics, aligned with ``users`` |
-| ``checkpoint_best.pt`` / ``checkpoint_last.pt`` | written by :mod:`rearm_dgl.train` |
+| ``checkpoint_best.pt`` / ``checkpoint_last.pt`` | see :mod:`rearm_dgl.checkpoints` |
 | ``events.out.tfevents.*`` | TensorBoard scalars; ``hparams/`` holds the hparams session |
+| ``run.lock`` | held (an OS file lock) by the one process that trains the run |
 
 Everything a later run reads is written atomically; ``metrics.jsonl`` is appended one line
 per epoch and rewritten (atomically) when a run resumes from an earlier epoch.
@@ -21,11 +22,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import socket
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,7 @@ import numpy as np
 import torch
 
 from rearm_dgl.config import RunConfig
+from rearm_dgl.errors import ConfigError
 from rearm_dgl.io_utils import atomic_write_json, atomic_write_text, hash_parts, json_default
 
 CONFIG_FILE = "config.yaml"
@@ -43,14 +48,17 @@ RESULTS_FILE = "results.json"
 PER_USER_TEST_FILE = "per_user_test.npz"
 CHECKPOINT_BEST = "checkpoint_best.pt"
 CHECKPOINT_LAST = "checkpoint_last.pt"
+RUN_LOCK_FILE = "run.lock"
 
 #: Config keys that do not change what a run computes, so runs differing only there share
 #: a fingerprint (seeds of one setting are grouped by it).
-FINGERPRINT_EXCLUDED = ("train.seed", "train.device", "data.cache_dir", "data.data_root")
+FINGERPRINT_EXCLUDED = ("train.seed", "train.device", "data.cache_dir", "data.data_root",
+                        "train.keep_checkpoints", "train.checkpoint_minutes")
 
 
 def config_fingerprint(cfg: RunConfig | Mapping[str, Any]) -> str:
-    """Hash of a config without ``train.seed``, ``train.device`` and the data/cache folders.
+    """Hash of a config without the keys of :data:`FINGERPRINT_EXCLUDED` (seed, device,
+    data and cache folders, checkpoint bookkeeping).
 
     Args:
         cfg: A :class:`RunConfig` or its ``to_dict()`` form.
@@ -93,6 +101,31 @@ def new_run_dir(runs_dir: str | Path, dataset: str, model: str, seed: int) -> Pa
     raise RuntimeError(f"could not create a run folder under {parent}")
 
 
+@contextmanager
+def hold_run_dir(run_dir: str | Path) -> Iterator[None]:
+    """Hold ``run_dir`` for this process while the block runs.
+
+    The lock is an OS file lock on ``run.lock`` (:mod:`filelock`), so the operating system
+    frees it when the process dies, even by SIGKILL: a crashed run never blocks its resume.
+
+    Raises:
+        ConfigError: Another process holds the run.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(run_dir) / RUN_LOCK_FILE
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(f"{run_dir}: another process is training this run (it holds "
+                          f"{path}); wait for it to end, or stop it, then resume") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def write_config(run_dir: str | Path, cfg: RunConfig) -> None:
     cfg.save(Path(run_dir) / CONFIG_FILE)
 
@@ -124,11 +157,18 @@ def environment(device: torch.device | str, features_note: str = "") -> dict[str
 
 
 def write_env(run_dir: str | Path, device: torch.device | str, features_note: str = "",
-              resumed_at_epoch: int | None = None) -> None:
-    """Write ``env.json``; a resumed run rewrites it with the epoch it resumed from."""
+              resumed_at_epoch: int | None = None,
+              data_paths: Mapping[str, str] | None = None) -> None:
+    """Write ``env.json``; a resumed run rewrites it with the epoch it resumed from.
+
+    ``data_paths`` (the absolute dataset and cache folders the run reads) lets a run that
+    stopped before its first checkpoint resume from another working directory.
+    """
     env = environment(device, features_note)
     if resumed_at_epoch is not None:
         env["resumed_at_epoch"] = resumed_at_epoch
+    if data_paths is not None:
+        env["data_paths"] = dict(data_paths)
     atomic_write_json(Path(run_dir) / ENV_FILE, env)
 
 
@@ -165,6 +205,68 @@ def write_per_user_test(run_dir: str | Path, result) -> None:
     from rearm_dgl.evaluation import save_per_user
 
     save_per_user(Path(run_dir) / PER_USER_TEST_FILE, result)
+
+
+# ---------------------------------------------------------------------------------------
+# Efficiency: time per epoch and evaluation, peak memory, parameters
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory window for :func:`peak_memory`.
+
+    On Linux the process's RSS high-water mark is reset (``/proc/self/clear_refs``), so a
+    worker that trains several runs reports each run's own peak; CUDA's allocator peak is
+    reset on a CUDA device.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass  # elsewhere the peak is the process's since it started
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device) -> tuple[int, int | None]:
+    """``(peak RSS bytes, peak CUDA bytes allocated or None on CPU)`` since the last reset."""
+    rss = None
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    rss = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if rss is None:
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, else KiB
+        rss = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+    gpu = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+    return rss, gpu
+
+
+def efficiency(run_dir: str | Path, peak_rss_bytes: int, peak_gpu_bytes: int | None,
+               n_parameters: int) -> dict[str, Any]:
+    """The ``efficiency`` object of ``results.json``.
+
+    Medians run over every epoch in ``metrics.jsonl``, so a resumed run counts the epochs of
+    all its sessions; records written before these fields existed are skipped.
+
+    Returns:
+        ``{"epoch_seconds": median training seconds per epoch, "eval_seconds": median
+        validation seconds, "peak_rss_bytes": int, "peak_gpu_bytes": int or None,
+        "n_parameters": int}`` (a median is None when no epoch recorded it).
+    """
+    records = read_metrics(run_dir)
+
+    def median(key: str) -> float | None:
+        values = [float(r[key]) for r in records if isinstance(r.get(key), (int, float))]
+        return statistics.median(values) if values else None
+
+    return {"epoch_seconds": median("train_seconds"), "eval_seconds": median("eval_seconds"),
+            "peak_rss_bytes": int(peak_rss_bytes),
+            "peak_gpu_bytes": None if peak_gpu_bytes is None else int(peak_gpu_bytes),
+            "n_parameters": int(n_parameters)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -250,8 +352,9 @@ class TensorBoardTracker:
 
 __all__ = [
     "CHECKPOINT_BEST", "CHECKPOINT_LAST", "CONFIG_FILE", "ENV_FILE", "METRICS_FILE",
-    "PER_USER_TEST_FILE", "RESULTS_FILE", "FINGERPRINT_EXCLUDED", "TensorBoardTracker",
-    "append_metrics", "config_fingerprint", "dataset_label", "environment", "new_run_dir",
-    "read_metrics", "truncate_metrics", "write_config", "write_env",
+    "PER_USER_TEST_FILE", "RESULTS_FILE", "RUN_LOCK_FILE", "FINGERPRINT_EXCLUDED",
+    "TensorBoardTracker", "append_metrics", "config_fingerprint", "dataset_label", "efficiency",
+    "environment", "hold_run_dir", "new_run_dir", "peak_memory", "read_metrics",
+    "reset_peak_memory", "truncate_metrics", "write_config", "write_env",
     "write_per_user_test", "write_results",
 ]

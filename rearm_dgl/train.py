@@ -2,9 +2,11 @@
 
 :func:`fit` reads top to bottom: resolve the device, seed, load the data and graph, build the
 model and optimiser, then run epochs of seeded BPR batches. After every epoch it evaluates on
-validation, logs, checkpoints and calls the callbacks; it stops early on ``eval.metric``
-(default Recall@20) and finally scores the test split once, with the best validation
-checkpoint (spec section 5).
+validation, keeps the best weights in memory, logs one progress line and calls the
+callbacks; it stops early on ``eval.metric`` (default Recall@20, rounded to
+``eval.stop_decimals``) and finally scores the test split once, with the best validation
+weights (spec section 5). Checkpoints follow :mod:`rearm_dgl.checkpoints`: the resumable
+state every ``train.checkpoint_minutes``, and what ``train.keep_checkpoints`` keeps at the end.
 
     result = fit(build_config("mf", "demo"))
     result.test["Recall@20"], result.run_dir
@@ -16,6 +18,7 @@ continues exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -30,10 +33,24 @@ import torch
 from tqdm.auto import tqdm
 
 from rearm_dgl import tracking
-from rearm_dgl.config import RunConfig, check_against_data, config_from_dict, with_overrides
+from rearm_dgl.checkpoints import (
+    KEPT,
+    RESUME_MAY_CHANGE,
+    BestWeights,
+    best_state,
+    data_paths_of,
+    load_checkpoint,
+    load_resume,
+    prune,
+    recorded_data_config,
+    restore,
+    rng_state,
+    save_checkpoint,
+)
+from rearm_dgl.config import RunConfig, check_against_data, config_from_dict
 from rearm_dgl.errors import ConfigError, DataError
 from rearm_dgl.evaluation import evaluate, model_scorer
-from rearm_dgl.io_utils import atomic_path
+from rearm_dgl.io_utils import read_json
 from rearm_dgl.models import registry
 from rearm_dgl.models.base import require_features
 from rearm_dgl.sampling import BPRSampler
@@ -43,7 +60,6 @@ logger = logging.getLogger(__name__)
 STOP_EARLY = "early_stopping"
 STOP_MAX_EPOCHS = "max_epochs"
 STOP_NAN = "nan_loss"
-CHECKPOINT_FORMAT = 2
 
 #: ``callback(epoch, valid_metrics)``, called after each validation; raising stops the run.
 Callback = Callable[[int, dict[str, float]], None]
@@ -81,18 +97,28 @@ class EarlyStopping:
 
     The run stops once the count of epochs in a row without improvement exceeds
     ``patience``, i.e. at the ``(patience + 1)``-th such epoch.
+
+    Args:
+        patience: Epochs in a row without improvement that are tolerated.
+        decimals: Round each value to this many decimals before comparing, as MMRec and the
+            REARM authors' code do (4): a gain that does not show there is a tie, and so an
+            epoch without improvement. None compares the raw values.
     """
 
-    def __init__(self, patience: int):
+    def __init__(self, patience: int, decimals: int | None = None):
         self.patience = patience
+        self.decimals = decimals
         self.best = -math.inf
         self.best_epoch = 0
         self.bad_epochs = 0
 
     def update(self, value: float, epoch: int) -> bool:
         """Record ``value`` for ``epoch``; True if it is a new best."""
+        value = float(value)
+        if self.decimals is not None and math.isfinite(value):
+            value = round(value, self.decimals)
         if value > self.best:  # NaN never improves
-            self.best, self.best_epoch, self.bad_epochs = float(value), epoch, 0
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
             return True
         self.bad_epochs += 1
         return False
@@ -133,6 +159,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+#: The clock of the checkpoint interval (tests replace it).
+_clock = time.monotonic
+
+
 def _seed_epoch(seed: int, epoch: int) -> None:
     # Each epoch's dropout and any model-side randomness depend on (seed, epoch) only, so a
     # resumed run replays the uninterrupted one exactly.
@@ -152,9 +182,15 @@ def fit(
 ) -> FitResult:
     """Train ``cfg.model`` on ``cfg.data``, early-stopping on validation, then score test.
 
+    One process at a time trains a run folder (:func:`rearm_dgl.tracking.hold_run_dir`). The
+    resumable ``checkpoint_last.pt`` is written every ``train.checkpoint_minutes``; the best
+    weights stay in CPU memory until then; at the end ``train.keep_checkpoints`` decides which
+    checkpoints remain (:mod:`rearm_dgl.checkpoints`).
+
     Args:
         cfg: The resolved run config. With ``resume`` it may be omitted (the saved one is
-            used); if given it must match the saved one except for ``train.device``.
+            used); if given it must match the saved one except for the keys of
+            :data:`rearm_dgl.checkpoints.RESUME_MAY_CHANGE`.
         run_dir: Use this folder for the run instead of a new one under ``runs_dir``.
         runs_dir: Parent of new run folders (``<runs_dir>/<dataset>/<model>/<stamp>-s<seed>``).
         data: The loaded :class:`~rearm_dgl.data.dataset.Interactions`; loaded from
@@ -162,8 +198,9 @@ def fit(
         graph: The relation heterograph; built (or read from cache) when None and the model
             uses one.
         callbacks: ``callback(epoch, valid_metrics)`` after each validation. An exception
-            stops the run and propagates once the writers are closed; ``checkpoint_last.pt``
-            is already written, so the run can be resumed.
+            stops the run and propagates once the writers are closed. The run stays
+            resumable from its last checkpoint, except under ``keep_checkpoints: none``,
+            where a run stopped this way (a pruned trial) keeps no checkpoint either.
         resume: A run folder to continue from its ``checkpoint_last.pt``.
         quiet: No progress bar and no per-epoch log lines.
         progress: Called after each validated epoch with one line such as
@@ -174,29 +211,51 @@ def fit(
         A :class:`FitResult`; ``results.json`` in the run folder holds the same.
 
     Raises:
-        ConfigError: Bad config, a model that needs features the data lacks, or a resume
-            config mismatch.
+        ConfigError: Bad config, a model that needs features the data lacks, a resume
+            config mismatch, or a run folder that another process holds.
         DataError: The dataset cannot be loaded, or changed since the resumed run began.
     """
     t_start = time.perf_counter()
+    with contextlib.ExitStack() as held:
+        checkpoint = None
+        if resume is not None:
+            run_dir = Path(resume)
+            if not run_dir.is_dir():
+                raise ConfigError(f"--resume {run_dir}: no such run folder")
+            held.enter_context(tracking.hold_run_dir(run_dir))
+            cfg, checkpoint = load_resume(run_dir, cfg)
+        elif cfg is None:
+            raise ConfigError("fit: pass a config, or resume=RUN_DIR to continue a run")
+        return _fit(cfg, checkpoint, resume is not None, run_dir, runs_dir, data, graph,
+                    callbacks, quiet, progress, held, t_start)
+
+
+def _fit(cfg: RunConfig, checkpoint: dict[str, Any] | None, resuming: bool, run_dir, runs_dir,
+         data, graph, callbacks: Iterable[Callback], quiet: bool,
+         progress: Callable[[str], None] | None, held: contextlib.ExitStack,
+         t_start: float) -> FitResult:
+    """The body of :func:`fit`; ``checkpoint`` is the resumed state, None for a new run or
+    for a resumed one that stopped before its first checkpoint (it restarts at epoch 1)."""
     log = logger.debug if quiet else logger.info
-    checkpoint = None
-    if resume is not None:
-        run_dir = Path(resume)
-        cfg, checkpoint = _load_resume(run_dir, cfg)
-    elif cfg is None:
-        raise ConfigError("fit: pass a config, or resume=RUN_DIR to continue a run")
-    train_cfg, metric = cfg.train, cfg.eval.metric
+    train_cfg, metric, policy = cfg.train, cfg.eval.metric, cfg.train.keep_checkpoints
 
     # Device and seeds.
     device = resolve_device(train_cfg.device)
     seed_everything(train_cfg.seed)
+    tracking.reset_peak_memory(device)
 
-    # Data and graph.
+    # Data and graph. A resumed run reads its data where it first found it (relative
+    # paths were resolved against the folder it started from).
+    recorded = None
+    if checkpoint is not None:
+        recorded = checkpoint.get("data_paths")
+    elif resuming:  # no checkpoint yet: env.json has them from the start
+        recorded = (read_json(Path(run_dir) / tracking.ENV_FILE) or {}).get("data_paths")
+    data_cfg = recorded_data_config(cfg, recorded)
     if data is None:
         from rearm_dgl.data import load_dataset
 
-        data = load_dataset(cfg.data)
+        data = load_dataset(data_cfg)
     model_cls = registry.get(cfg.model)
     check_against_data(cfg, data)
     if model_cls.needs_features:
@@ -207,15 +266,17 @@ def fit(
         graph = load_or_build_graph(data, cfg.graph)
     if data.features_note:
         log("features: %s", data.features_note)
+    data_paths = data_paths_of(data, data_cfg)
 
     # Model, optimiser, batches; the init is seeded so one seed gives one set of weights.
     torch.manual_seed(train_cfg.seed)
     model = model_cls.build(cfg.params, data, graph, device)
     optimizer = model.configure_optimizer(train_cfg.lr)
     sampler = BPRSampler(data, train_cfg.negatives, train_cfg.batch_size, train_cfg.seed)
-    stopper = EarlyStopping(train_cfg.patience)
+    stopper = EarlyStopping(train_cfg.patience, cfg.eval.stop_decimals)
+    best = BestWeights(model)  # the initial weights, until an epoch improves
     best_valid: dict[str, float] = {}
-    start_epoch, elapsed_before, stop_reason = 1, 0.0, None
+    start_epoch, elapsed_before, stop_reason, peak_before = 1, 0.0, None, (0, None)
 
     if checkpoint is not None:
         if checkpoint.get("data_fingerprint") and data.fingerprint \
@@ -223,56 +284,52 @@ def fit(
             raise DataError(data.source, "the dataset changed since this run began "
                             "(its content fingerprint differs)",
                             "restore the original data or start a new run")
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        stopper.load_state_dict(checkpoint["early_stopping"])
-        best_valid = dict(checkpoint["best_valid"])
-        start_epoch = int(checkpoint["epoch"]) + 1
-        elapsed_before = float(checkpoint.get("wall_seconds", 0.0))
-        stop_reason = checkpoint.get("stop_reason")
-        _set_rng_state(checkpoint["rng"])
+        start_epoch, elapsed_before, stop_reason, best_valid, peak_before = restore(
+            checkpoint, Path(run_dir), model, optimizer, stopper, best)
 
-    # Run directory and writers.
-    if resume is not None:
-        run_dir = Path(resume)
+    # Run directory (held by this process from here on) and writers.
+    if resuming:
         tracking.truncate_metrics(run_dir, start_epoch - 1)
-        log("resuming %s from epoch %d", run_dir, start_epoch - 1)
+        log("resuming %s from epoch %d%s", run_dir, start_epoch - 1,
+            "" if checkpoint is not None else " (it stopped before its first checkpoint)")
     else:
-        run_dir = _claim_run_dir(run_dir, runs_dir, data.name, cfg)
+        run_dir = _claim_run_dir(run_dir, runs_dir, data.name, cfg, held)
         tracking.write_config(run_dir, cfg)
         tracking.truncate_metrics(run_dir, 0)  # an empty metrics.jsonl from the start
     tracking.write_env(run_dir, device, data.features_note,
-                       resumed_at_epoch=start_epoch - 1 if resume is not None else None)
-    tracker = tracking.TensorBoardTracker(run_dir, purge_step=start_epoch if resume else None)
+                       resumed_at_epoch=start_epoch - 1 if resuming else None,
+                       data_paths=data_paths)
+    tracker = tracking.TensorBoardTracker(run_dir, purge_step=start_epoch if resuming else None)
 
-    # checkpoint_best.pt holds the weights of the best validation epoch (what test and
-    # `rearm-dgl evaluate` score); checkpoint_last.pt adds what resuming needs. The best
-    # weights live on disk only: at Baby scale a second in-memory copy would cost 0.5 GB.
-    def save_best(epoch: int) -> None:
-        _save_checkpoint(run_dir / tracking.CHECKPOINT_BEST, {
-            "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch,
-            "model": model.state_dict(), "valid": best_valid,
-            "data_fingerprint": data.fingerprint})
+    def peaks() -> tuple[int, int | None]:
+        rss, gpu = tracking.peak_memory(device)
+        return max(rss, peak_before[0]), (gpu if peak_before[1] is None
+                                          else max(gpu or 0, peak_before[1]))
 
     def save_last(epoch: int, reason: str | None) -> None:
-        _save_checkpoint(run_dir / tracking.CHECKPOINT_LAST, {
-            "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "early_stopping": stopper.state_dict(), "best_valid": best_valid,
-            "rng": _rng_state(), "data_fingerprint": data.fingerprint,
+        rss, gpu = peaks()
+        save_checkpoint(run_dir / tracking.CHECKPOINT_LAST, {
+            "config": cfg.to_dict(), "epoch": epoch, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "early_stopping": stopper.state_dict(),
+            "best_valid": best_valid,
+            # The best weights ride along unless they are the model's own.
+            "best_model": None if best.epoch == epoch else best.state,
+            "rng": rng_state(), "data_fingerprint": data.fingerprint, "data_paths": data_paths,
             "wall_seconds": elapsed_before + time.perf_counter() - t_start,
-            "stop_reason": reason,
+            "stop_reason": reason, "peak_rss_bytes": rss, "peak_gpu_bytes": gpu,
         })
 
-    if resume is None:
-        save_best(0)  # the initial weights, until an epoch improves
-
     epoch = start_epoch - 1
-    # disable=None hides the bar when stderr is not a terminal (CI logs keep the log lines).
-    bar = tqdm(total=train_cfg.epochs, initial=epoch, disable=True if quiet else None, unit="epoch",
+    saved_epoch = epoch if checkpoint is not None else None  # what checkpoint_last.pt holds
+    last_write = _clock()
+    interval = train_cfg.checkpoint_minutes * 60.0
+    # No total: the 2000-epoch maximum says nothing about when early stopping ends a run, so
+    # the bar counts epochs and shows the patience instead of an ETA. disable=None hides it
+    # when stderr is not a terminal (CI logs keep the log lines).
+    bar = tqdm(total=None, initial=epoch, disable=True if quiet else None, unit="epoch",
                desc=f"{cfg.model}/{data.name}", dynamic_ncols=True)
     try:
-        while stop_reason is None and epoch < train_cfg.epochs:
+        while stop_reason is None and epoch < train_cfg.epochs:  # (a resumed run may be done)
             epoch += 1
             t_epoch = time.perf_counter()
             _seed_epoch(train_cfg.seed, epoch)
@@ -308,52 +365,71 @@ def fit(
                              epoch, loss["total"], stopper.best_epoch)
                 epoch -= 1  # this epoch did not complete
                 break
+            t_valid = time.perf_counter()
 
-            # Validate, keep the best weights.
+            # Validate; keep the best weights in memory.
             valid = evaluate(model_scorer(model), data, "valid", cfg.eval, device).metrics
             if stopper.update(valid[metric], epoch):
                 best_valid = dict(valid)
-                save_best(epoch)
+                best.update(model, epoch)
             if stopper.should_stop:
                 stop_reason = STOP_EARLY
-            seconds = time.perf_counter() - t_epoch
+            elif epoch == train_cfg.epochs:
+                stop_reason = STOP_MAX_EPOCHS
+            t_end = time.perf_counter()
+            seconds = t_end - t_epoch
             lr = float(optimizer.param_groups[0]["lr"])
 
-            # Log and checkpoint, then let callbacks see the epoch (they may raise).
-            tracking.append_metrics(run_dir, {"epoch": epoch, "loss": loss, "valid": valid,
-                                              "seconds": seconds, "lr": lr})
+            # Log, checkpoint when the interval has passed, then let callbacks see the epoch.
+            tracking.append_metrics(run_dir, {
+                "epoch": epoch, "loss": loss, "valid": valid, "seconds": seconds,
+                "train_seconds": t_valid - t_epoch, "eval_seconds": t_end - t_valid, "lr": lr})
             tracker.log_epoch(epoch, loss, valid, seconds, lr)
-            log("epoch %d/%d  loss %.4f  valid %s %.4f  best %.4f @%d  %.1fs", epoch,
-                train_cfg.epochs, loss.get("total", float("nan")), metric, valid[metric],
-                stopper.best, stopper.best_epoch, seconds)
+            line = progress_line(epoch, metric, valid[metric], stopper)
+            log("%s  loss %.4f  %.1fs", line, loss.get("total", float("nan")), seconds)
             bar.update(1)
             bar.set_postfix(loss=f"{loss.get('total', float('nan')):.4f}",
-                            best=f"{stopper.best:.4f}@{stopper.best_epoch}")
-            if (epoch % train_cfg.checkpoint_every == 0 or stop_reason is not None
-                    or epoch == train_cfg.epochs):
+                            best=f"{stopper.best:.4f}@{stopper.best_epoch}",
+                            no_gain=f"{stopper.bad_epochs}/{stopper.patience}")
+            if _clock() - last_write >= interval:
                 save_last(epoch, stop_reason)
+                saved_epoch, last_write = epoch, _clock()
             if progress is not None:
-                progress(progress_line(epoch, metric, valid[metric], stopper))
+                progress(line)
             for callback in callbacks:
-                callback(epoch, dict(valid))
+                try:
+                    callback(epoch, dict(valid))
+                except Exception:
+                    if policy == "none":  # a stopped trial keeps nothing big either
+                        prune(run_dir, policy)
+                    raise
     except BaseException as exc:
         bar.close()
         tracker.close()
         if isinstance(exc, KeyboardInterrupt):
-            logger.warning("interrupted at epoch %d; continue with: rearm-dgl train --resume %s",
-                           epoch, run_dir)
+            logger.warning("interrupted at epoch %d; rearm-dgl train --resume %s continues "
+                           "from epoch %d%s", epoch, run_dir, saved_epoch or 0,
+                           "" if saved_epoch is not None else
+                           f" (no checkpoint yet: one is written every "
+                           f"train.checkpoint_minutes={train_cfg.checkpoint_minutes:g})")
         raise
     bar.close()
     stop_reason = stop_reason or STOP_MAX_EPOCHS
+    if tracking.CHECKPOINT_LAST in KEPT[policy] and saved_epoch != epoch:
+        save_last(epoch, stop_reason)  # the final state, which this policy keeps
 
     # Test once, with the best validation weights.
-    model.load_state_dict(load_checkpoint(run_dir / tracking.CHECKPOINT_BEST)["model"])
+    model.load_state_dict(best.state)
     if stopper.best_epoch == 0:  # no epoch completed: report the initial weights
         best_valid = evaluate(model_scorer(model), data, "valid", cfg.eval, device).metrics
-        save_best(0)
     test = evaluate(model_scorer(model), data, "test", cfg.eval, device)
     tracking.write_per_user_test(run_dir, test)
+    if tracking.CHECKPOINT_BEST in KEPT[policy]:
+        save_checkpoint(run_dir / tracking.CHECKPOINT_BEST, {
+            "config": cfg.to_dict(), "epoch": best.epoch, "model": best.state,
+            "valid": best_valid, "data_fingerprint": data.fingerprint, "data_paths": data_paths})
     wall = elapsed_before + time.perf_counter() - t_start
+    n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
     results = {
         "model": cfg.model, "dataset": data.name, "seed": train_cfg.seed,
         "best_epoch": stopper.best_epoch, "epochs_run": epoch, "stop_reason": stop_reason,
@@ -361,8 +437,10 @@ def fit(
         "device": str(device), "data_fingerprint": data.fingerprint,
         "config_fingerprint": tracking.config_fingerprint(cfg),
         "features_note": data.features_note, "status": "completed",
+        "efficiency": tracking.efficiency(run_dir, *peaks(), n_parameters),
     }
     tracking.write_results(run_dir, results)
+    prune(run_dir, policy)  # the run is complete: only what the policy keeps remains
     tracker.log_hparams(cfg, best_valid, test.metrics, metric)
     tracker.close()
     log("done: %s after %d epochs; best epoch %d, valid %s %.4f, test %s %.4f  (%s)",
@@ -375,35 +453,32 @@ def fit(
 
 def rescore(run_dir: str | Path, split: str = "test", device: str | None = None, data=None,
             graph=None):
-    """Evaluate a run's ``checkpoint_best.pt`` on ``split`` again.
+    """Evaluate a run's best validation weights on ``split`` again.
 
     Args:
         run_dir: A run folder written by :func:`fit`.
         split: ``"valid"`` or ``"test"``.
         device: ``auto``, ``cpu`` or ``cuda``; default: the run's ``train.device``.
-        data: The loaded dataset; loaded from the run's config when None.
+        data: The loaded dataset; loaded from the run's config when None (relative paths
+            resolve against the folder the run started from).
         graph: The relation heterograph; built (or read from cache) when None.
 
     Returns:
         The :class:`~rearm_dgl.evaluation.EvalResult`.
 
     Raises:
-        DataError: No readable checkpoint, or the dataset changed since the run.
+        DataError: No readable best weights (the message says when the run's
+            ``train.keep_checkpoints`` removed them), or the dataset changed since the run.
     """
-    path = Path(run_dir) / tracking.CHECKPOINT_BEST
-    if not path.is_file():
-        raise DataError(run_dir, f"no {tracking.CHECKPOINT_BEST} in this folder",
-                        "point to a run folder written by `rearm-dgl train` (it is written "
-                        "after the first epoch)")
-    ckpt = load_checkpoint(path)
-    cfg = config_from_dict(ckpt["config"])
+    state = best_state(run_dir)
+    cfg = config_from_dict(state["config"])
     torch_device = resolve_device(device or cfg.train.device)
     if data is None:
         from rearm_dgl.data import load_dataset
 
-        data = load_dataset(cfg.data)
-    if ckpt.get("data_fingerprint") and data.fingerprint \
-            and ckpt["data_fingerprint"] != data.fingerprint:
+        data = load_dataset(recorded_data_config(cfg, state["data_paths"]))
+    if state["data_fingerprint"] and data.fingerprint \
+            and state["data_fingerprint"] != data.fingerprint:
         raise DataError(data.source, f"the dataset changed since run {run_dir} was trained "
                         "(its content fingerprint differs)", "restore the original data")
     model_cls = registry.get(cfg.model)
@@ -412,106 +487,30 @@ def rescore(run_dir: str | Path, split: str = "test", device: str | None = None,
 
         graph = load_or_build_graph(data, cfg.graph)
     model = model_cls.build(cfg.params, data, graph, torch_device)
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(state["model"])
     return evaluate(model_scorer(model), data, split, cfg.eval, torch_device)
 
 
 # ---------------------------------------------------------------------------------------
-# Checkpoints, resume and RNG state
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`fit` (tensors are mapped to CPU).
-
-    Raises:
-        DataError: The file is missing or not a rearm-dgl checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "checkpoint not found",
-                        "point to a run folder written by `rearm-dgl train`")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to users
-        raise DataError(path, f"cannot read the checkpoint ({type(exc).__name__}: {exc})",
-                        "the file is damaged; start a new run") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(path, "not a rearm-dgl checkpoint (unknown format)",
-                        "point to a checkpoint written by this version of rearm-dgl")
-    return ckpt
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
-
-
-def _load_resume(run_dir: Path, cfg: RunConfig | None) -> tuple[RunConfig, dict[str, Any]]:
-    if not run_dir.is_dir():
-        raise ConfigError(f"--resume {run_dir}: no such run folder")
-    results_path = run_dir / tracking.RESULTS_FILE
-    if results_path.exists():
-        raise ConfigError(f"--resume {run_dir}: this run already completed "
-                          f"({tracking.RESULTS_FILE} exists); start a new run instead")
-    last = run_dir / tracking.CHECKPOINT_LAST
-    if not last.exists():
-        raise ConfigError(f"--resume {run_dir}: no {tracking.CHECKPOINT_LAST}; the run stopped "
-                          f"before its first checkpoint, so start it again")
-    ckpt = load_checkpoint(last)
-    saved = config_from_dict(ckpt["config"])
-    if cfg is not None:
-        if (tracking.config_fingerprint(cfg) != tracking.config_fingerprint(saved)
-                or cfg.train.seed != saved.train.seed):
-            raise ConfigError(f"--resume {run_dir}: the given config differs from the run's "
-                              f"saved config; only train.device may change on resume")
-        saved = with_overrides(saved, {"train.device": cfg.train.device})
-    return saved, ckpt
+# The run folder
 
 
 def _claim_run_dir(run_dir: str | Path | None, runs_dir: str | Path, dataset: str,
-                   cfg: RunConfig) -> Path:
+                   cfg: RunConfig, held: contextlib.ExitStack) -> Path:
+    """Create (or take) the run folder and hold it for this process until ``held`` closes."""
     if run_dir is None:
-        return tracking.new_run_dir(runs_dir, dataset, cfg.model, cfg.train.seed)
+        run_dir = tracking.new_run_dir(runs_dir, dataset, cfg.model, cfg.train.seed)
+        held.enter_context(tracking.hold_run_dir(run_dir))
+        return run_dir
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    held.enter_context(tracking.hold_run_dir(run_dir))
     if (run_dir / tracking.CONFIG_FILE).exists():
         raise ConfigError(f"{run_dir}: already holds a run; continue it with resume, or "
                           f"choose an empty folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
-def _rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "python": _to_lists(random.getstate()),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
-                  "has_gauss": has_gauss, "gauss": gauss},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    npy = state["numpy"]
-    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
-                         npy["has_gauss"], npy["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        try:
-            torch.cuda.set_rng_state_all(state["cuda"])
-        except (RuntimeError, IndexError):  # a different GPU count: epochs reseed anyway
-            pass
-
-
-def _to_lists(value: Any) -> Any:
-    return [_to_lists(v) for v in value] if isinstance(value, tuple) else value
-
-
-__all__ = ["Callback", "EarlyStopping", "FitResult", "STOP_EARLY", "rescore",
-           "STOP_MAX_EPOCHS", "STOP_NAN", "fit", "load_checkpoint", "resolve_device",
-           "seed_everything"]
-
+__all__ = ["Callback", "EarlyStopping", "FitResult", "RESUME_MAY_CHANGE", "STOP_EARLY",
+           "STOP_MAX_EPOCHS", "STOP_NAN", "fit", "load_checkpoint", "progress_line", "rescore",
+           "resolve_device", "seed_everything"]

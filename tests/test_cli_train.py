@@ -46,7 +46,8 @@ def test_train_two_epochs_writes_every_artifact(tmp_path):
     assert run_dir.parent == runs / "tiny" / "mf" and run_dir.name.endswith("-s5")
     names = {p.name for p in run_dir.iterdir()}
     assert {"config.yaml", "env.json", "metrics.jsonl", "results.json", "per_user_test.npz",
-            "checkpoint_best.pt", "checkpoint_last.pt"} <= names
+            "checkpoint_best.pt"} <= names
+    assert "checkpoint_last.pt" not in names  # train.keep_checkpoints: best
     assert any(n.startswith("events.out.tfevents.") for n in names)
     assert not [n for n in names if n.endswith(".tmp")]
 
@@ -61,14 +62,15 @@ def test_train_two_epochs_writes_every_artifact(tmp_path):
 
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
-    assert set(lines[0]) == {"epoch", "loss", "valid", "seconds", "lr"}
+    assert set(lines[0]) == {"epoch", "loss", "valid", "seconds", "train_seconds",
+                             "eval_seconds", "lr"}
     assert set(lines[0]["loss"]) == {"total", "bpr", "reg"}
     assert {"Recall@10", "Recall@20", "NDCG@20", "Precision@10", "MAP@20"} <= set(lines[0]["valid"])
 
     res = json.loads((run_dir / "results.json").read_text())
     for key in ("model", "dataset", "seed", "best_epoch", "epochs_run", "stop_reason", "valid",
                 "test", "wall_seconds", "data_fingerprint", "config_fingerprint",
-                "features_note", "status"):
+                "features_note", "status", "efficiency"):
         assert key in res
     assert (res["model"], res["dataset"], res["seed"], res["epochs_run"]) == ("mf", "tiny", 5, 2)
     assert res["status"] == "completed" and res["stop_reason"] == "max_epochs"
@@ -112,7 +114,8 @@ def test_resume_from_the_cli(tmp_path):
     from rearm_dgl.train import fit
 
     cfg = build_config("mf", str(data_dir), overrides=[
-        "train.epochs=3", "train.batch_size=64", "train.lr=0.05", "train.device=cpu"])
+        "train.epochs=3", "train.batch_size=64", "train.lr=0.05", "train.device=cpu",
+        "train.checkpoint_minutes=0"])
 
     def stop(epoch, valid):
         if epoch == 2:

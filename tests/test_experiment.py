@@ -26,7 +26,7 @@ from rearm_dgl.reporting import build_report
 FAST = {"train.epochs": 2, "train.patience": 2, "train.batch_size": 64, "train.lr": 1e-2,
         "train.device": "cpu", "mf.embedding_size": 8, "lightgcn.embedding_size": 8,
         "rearm.embedding_size": 8, "rearm.n_layers": 1, "graph.user_knn_k": 5,
-        "graph.item_knn_k": 3}
+        "graph.item_knn_k": 3, "train.checkpoint_minutes": 0}
 
 
 def write_exp(path: Path, **body) -> Path:

@@ -126,6 +126,32 @@ def test_negatives_are_uniform_over_allowed_items():
     assert chi2 < 56, chi2
 
 
+def test_train_only_draws_only_items_of_the_training_split():
+    """MMRec's sampler picks from the training split's items: items 8 and 9, which occur only
+    in valid or test, are never drawn; the others are drawn uniformly."""
+    train = np.array([[0, 0, 0, 1, 1, 2, 2, 2, 2], [0, 1, 2, 3, 4, 5, 6, 7, 0]])
+    valid = np.array([[0, 1, 2], [8, 7, 9]])
+    test = np.array([[0, 1, 2], [9, 8, 1]])
+    data = Interactions(name="t", source="test-data", n_users=3, n_items=10, train=train,
+                        valid=valid, test=test)
+    sampler = BPRSampler(data, negatives="train_only", batch_size=10, seed=0)
+    rng = np.random.default_rng(0)
+    for user in range(3):
+        draws = sampler.sample_negatives(np.full(20_000, user), rng)
+        allowed = np.setdiff1d(np.arange(8), train[1][train[0] == user])
+        counts = np.bincount(draws, minlength=data.n_items)
+        assert set(np.flatnonzero(counts)) == set(allowed.tolist())
+        expected = draws.size / allowed.size
+        chi2 = float(((counts[allowed] - expected) ** 2 / expected).sum())
+        assert chi2 < 30, chi2  # dof <= 6; the 0.9999 quantile is about 27.9
+    # A user who trained on every training item has nothing left, although items 8, 9 exist.
+    full = Interactions(name="t", source="test-data", n_users=2, n_items=4,
+                        train=np.array([[0, 0, 1], [0, 1, 0]]), valid=np.array([[0], [2]]),
+                        test=np.array([[1], [3]]))
+    with pytest.raises(DataError, match=r"user\(s\) 0 .*all 2 items of the training split"):
+        BPRSampler(full, negatives="train_only")
+
+
 def test_user_with_no_allowed_negative_is_a_clear_error():
     data = make_data(full_user=5)
     with pytest.raises(DataError, match=r"(?s)user\(s\) 5 .*all 25 items.*train_only"):
@@ -134,7 +160,7 @@ def test_user_with_no_allowed_negative_is_a_clear_error():
     sampler = BPRSampler(data, negatives="train_only", batch_size=1000, seed=0)
     users, _, neg = epoch(sampler, 0)
     allowed_5 = set(data.valid[1][data.valid[0] == 5]) | set(data.test[1][data.test[0] == 5])
-    assert set(neg[users == 5].tolist()) <= allowed_5
+    assert set(neg[users == 5].tolist()) <= allowed_5 & set(data.train[1].tolist())
 
 
 def test_bad_arguments():

@@ -47,6 +47,60 @@ def test_early_stopping_stops_at_patience_plus_one_non_improving_epoch():
     assert restored.state_dict() == stopper.state_dict()
 
 
+def test_rounded_early_stopping_treats_gains_below_the_last_decimal_as_ties():
+    # MMRec's FREEDOM case: epoch 5 is better than epoch 4 only in the fifth decimal.
+    values = [0.0600, 0.06219, 0.06221, 0.06224, 0.06218, 0.0610]
+    raw, rounded = EarlyStopping(patience=1), EarlyStopping(patience=1, decimals=4)
+    stops = {}
+    for name, stopper in (("raw", raw), ("rounded", rounded)):
+        for epoch, value in enumerate(values, start=1):
+            stopper.update(value, epoch)
+            if stopper.should_stop:
+                stops[name] = epoch
+                break
+    # Raw: 2, 3, 4 improve, 5 and 6 do not -> stop at 6, best 4.
+    # Rounded: 0.0622 at 2, 3, 4 and 5 is one value -> best 2, stop at 4.
+    assert (raw.best_epoch, stops["raw"]) == (4, 6)
+    assert (rounded.best_epoch, stops["rounded"]) == (2, 4)
+    assert rounded.best == 0.0622
+    restored = EarlyStopping(1, decimals=4)
+    restored.load_state_dict(rounded.state_dict())
+    assert restored.state_dict() == rounded.state_dict()
+
+
+def scripted_validation(monkeypatch, scripted: dict[int, float]):
+    """Make fit() see ``scripted[epoch]`` as every validation metric (test: 0.5)."""
+    calls = []
+
+    def fake_evaluate(model, data, split, eval_cfg, device):
+        if split == "valid":
+            epoch = sum(1 for s in calls if s == "valid") + 1
+            value = scripted[epoch]
+        else:
+            value = 0.5
+        calls.append(split)
+        return EvalResult({"Recall@10": value, "Recall@20": value}, {}, torch.arange(0).numpy())
+
+    monkeypatch.setattr(train_mod, "evaluate", fake_evaluate)
+    monkeypatch.setattr(train_mod, "model_scorer", lambda model: model)
+    monkeypatch.setattr(tracking, "write_per_user_test", lambda run_dir, result: None)
+    return calls
+
+
+@pytest.mark.parametrize("decimals,best_epoch,epochs_run", [(None, 4, 7), (4, 2, 5)])
+def test_eval_stop_decimals_changes_the_stopping_epoch_of_fit(
+        tiny_data, tmp_path, monkeypatch, decimals, best_epoch, epochs_run):
+    scripted = dict(enumerate([0.30, 0.31001, 0.31003, 0.31004, 0.31, 0.31, 0.30, 0.2, 0.2],
+                              start=1))
+    scripted_validation(monkeypatch, scripted)
+    cfg = mf_config(tiny_data.source, "train.patience=2", "train.epochs=9",
+                    f"eval.stop_decimals={'null' if decimals is None else decimals}")
+    result = fit(cfg, runs_dir=tmp_path, data=tiny_data, quiet=True)
+    assert (result.best_epoch, result.epochs_run) == (best_epoch, epochs_run)
+    # results.json keeps the raw metric of the chosen epoch.
+    assert result.valid["Recall@20"] == scripted[best_epoch]
+
+
 def test_fit_stops_early_and_tests_the_best_epoch(tiny_data, tmp_path, monkeypatch):
     scripted = {1: 0.1, 2: 0.3, 3: 0.2, 4: 0.3, 5: 0.25, 6: 0.9, 7: 0.9}
     calls = []
@@ -141,36 +195,8 @@ class Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("checkpoint_every,stop_at", [(1, 2), (2, 3)])
-def test_resume_after_a_forced_stop_matches_an_uninterrupted_run(
-        tiny_data, tmp_path, checkpoint_every, stop_at):
-    cfg = mf_config(tiny_data.source, f"train.checkpoint_every={checkpoint_every}")
-    full = fit(cfg, runs_dir=tmp_path / "full", data=tiny_data, quiet=True)
-
-    def interrupt(epoch, valid):
-        if epoch == stop_at:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, runs_dir=tmp_path / "cut", data=tiny_data, callbacks=[interrupt], quiet=True)
-    (run_dir,) = (tmp_path / "cut").glob("*/*/*")
-    assert not (run_dir / "results.json").exists()
-    assert len(read_lines(run_dir)) == stop_at  # logged past the last checkpoint
-    resumed = fit(resume=run_dir, data=tiny_data, quiet=True)
-
-    assert resumed.run_dir == run_dir
-    assert (resumed.valid, resumed.test, resumed.best_epoch) == (
-        full.valid, full.test, full.best_epoch)
-    lines, full_lines = read_lines(run_dir), read_lines(full.run_dir)
-    assert [r["epoch"] for r in lines] == [1, 2, 3, 4]  # no duplicates after truncation
-    assert [r["loss"] for r in lines] == [r["loss"] for r in full_lines]
-    assert [r["valid"] for r in lines] == [r["valid"] for r in full_lines]
-    env = json.loads((run_dir / "env.json").read_text())
-    assert env["resumed_at_epoch"] == stop_at - (stop_at % checkpoint_every)
-
-
 def test_callback_exception_propagates_and_resume_refuses_bad_requests(tiny_data, tmp_path):
-    cfg = mf_config(tiny_data.source)
+    cfg = mf_config(tiny_data.source, "train.checkpoint_minutes=0")
 
     def prune(epoch, valid):
         assert set(valid) >= {"Recall@20", "NDCG@10"}
@@ -179,7 +205,7 @@ def test_callback_exception_propagates_and_resume_refuses_bad_requests(tiny_data
     with pytest.raises(Stop):
         fit(cfg, runs_dir=tmp_path / "runs", data=tiny_data, callbacks=[prune], quiet=True)
     (run_dir,) = (tmp_path / "runs").glob("*/*/*")
-    with pytest.raises(ConfigError, match="differs from the run's saved config"):
+    with pytest.raises(ConfigError, match=r"train.lr is 0.01, the run started with 0.05"):
         fit(mf_config(tiny_data.source, "train.lr=0.01"), resume=run_dir, data=tiny_data)
     fit(cfg, resume=run_dir, data=tiny_data, quiet=True)
     with pytest.raises(ConfigError, match="already completed"):

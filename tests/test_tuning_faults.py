@@ -245,7 +245,6 @@ def test_tune_from_an_empty_folder_prints_tagged_progress(tmp_path):
     assert (folder / "studies" / "rearm-demo" / "best.yaml").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="needs checkpoint retention")
 def test_trials_keep_no_checkpoints(tmp_path):
     space = tmp_path / "mf.yaml"
     space.write_text("train.lr: {type: float, low: 0.001, high: 0.1, log: true}\n"

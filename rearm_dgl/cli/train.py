@@ -64,7 +64,8 @@ def _setup_logging(quiet: bool) -> None:
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where run folders are created.")
 @click.option("--resume", type=click.Path(file_okay=False), default=None, metavar="RUN_DIR",
-              help="Continue an interrupted run from its checkpoint_last.pt.")
+              help="Continue an interrupted run from its last checkpoint (from epoch 0 if "
+                   "it had none yet).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no per-epoch log lines.")
 @click.pass_context
 def train(ctx: click.Context, dataset, model, seed, epochs, device, config_file, overrides,

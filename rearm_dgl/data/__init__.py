@@ -85,7 +85,13 @@ def _local_cache(directory: Path) -> Path | None:
 
 
 def _file_hashes(files: list[Path], memo_dir: Path) -> list[str]:
-    """Content hashes of ``files``, memoised by (path, size, mtime_ns) in ``memo_dir``."""
+    """Content hashes of ``files``, memoised in ``memo_dir`` by each file's stat stamp.
+
+    The stamp is the size, mtime, ctime, inode and device. An edit in place that keeps the
+    size and sets the mtime back still moves the ctime, which no user call can set, and a
+    file replaced by another has a new inode. A file that changes while it is hashed is not
+    memoised.
+    """
     memo_path = memo_dir / HASH_MEMO
     try:
         memo = json.loads(memo_path.read_text())
@@ -96,16 +102,17 @@ def _file_hashes(files: list[Path], memo_dir: Path) -> list[str]:
     changed = False
     out = []
     for f in files:
-        st = f.stat()
+        stamp = _stat_stamp(f)
         key = str(f.resolve())
         entry = memo.get(key)
-        if (isinstance(entry, dict) and entry.get("size") == st.st_size
-                and entry.get("mtime_ns") == st.st_mtime_ns and "hash" in entry):
+        if (isinstance(entry, dict) and "hash" in entry
+                and all(entry.get(k) == v for k, v in stamp.items())):
             out.append(entry["hash"])
             continue
         digest = hash_file(f)
-        memo[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": digest}
-        changed = True
+        if _stat_stamp(f) == stamp:
+            memo[key] = {**stamp, "hash": digest}
+            changed = True
         out.append(digest)
     if changed:
         try:
@@ -113,6 +120,12 @@ def _file_hashes(files: list[Path], memo_dir: Path) -> list[str]:
         except OSError:
             pass  # the memo only saves time
     return out
+
+
+def _stat_stamp(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+            "ino": st.st_ino, "dev": st.st_dev}
 
 
 def features_note(meta: dict | None) -> str:

@@ -215,8 +215,8 @@ def input_differences(recs: list[RunRecord]) -> list[str]:
     paper_data = {p.dataset for p in load_published() if p.model == model}
     origin = "paper preset" if dataset in paper_data | {"baby"} and model == REARM \
         else "shipped preset"
-    ignore = {"train.seed", "train.device", "eval.batch_size", "train.checkpoint_every",
-              "train.keep_checkpoints", "train.checkpoint_minutes"}
+    ignore = {"train.seed", "train.device", "eval.batch_size", "train.keep_checkpoints",
+              "train.checkpoint_minutes"}
     for key in sorted(set(preset) & set(ours)):
         if key.startswith("data.") or key in ignore:
             continue
