@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rearm_dgl.config import check
 from rearm_dgl.graphs.cooccurrence import cooccurrence_lists, urn_pad
 from rearm_dgl.graphs.derived import item_knn_graph
 from rearm_dgl.graphs.propagate import Propagation, SparseOperator
@@ -52,7 +51,9 @@ from rearm_dgl.models.base import (
     ModelConfig,
     Recommender,
     bpr_loss,
+    check_fields,
     require_features,
+    xavier_parameter,
 )
 
 
@@ -82,13 +83,10 @@ class DRAGONConfig(ModelConfig):
     eval_embeddings: Literal["cached_last_batch", "recompute"] = "cached_last_batch"
 
     def __post_init__(self):
-        check(self.embedding_size >= 1, "dragon.embedding_size", "must be >= 1")
-        check(self.hidden_size >= 1, "dragon.hidden_size", "must be >= 1")
-        check(self.n_ui_layers >= 0, "dragon.n_ui_layers", "must be >= 0")
-        check(self.n_mm_layers >= 0, "dragon.n_mm_layers", "must be >= 0")
-        check(0.0 <= self.mm_image_weight <= 1.0, "dragon.mm_image_weight", "must be in [0, 1]")
-        check(self.n_user_neighbours >= 1, "dragon.n_user_neighbours", "must be >= 1")
-        check(self.reg_weight >= 0, "dragon.reg_weight", "must be >= 0")
+        check_fields(self, "dragon", {
+            "embedding_size": ">= 1", "hidden_size": ">= 1", "n_ui_layers": ">= 0",
+            "n_mm_layers": ">= 0", "mm_image_weight": "[0, 1]", "n_user_neighbours": ">= 1",
+            "reg_weight": ">= 0"})
 
 
 def user_graph_weights(counts: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -141,8 +139,8 @@ class DRAGON(Recommender):
         # Raw features, frozen (the reference creates trainable copies its forward never reads).
         self.register_buffer("image_feat", image_feat.clone(), persistent=False)
         self.register_buffer("text_feat", text_feat.clone(), persistent=False)
-        self.image_pref = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, embedding_size)))
-        self.text_pref = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, embedding_size)))
+        self.image_pref = xavier_parameter(n_users, embedding_size, normal=True)
+        self.text_pref = xavier_parameter(n_users, embedding_size, normal=True)
         self.image_mlp = nn.Sequential(nn.Linear(image_feat.shape[1], hidden_size),
                                        nn.LeakyReLU(0.01), nn.Linear(hidden_size, embedding_size))
         self.text_mlp = nn.Sequential(nn.Linear(text_feat.shape[1], hidden_size),

@@ -41,6 +41,7 @@ from rearm_dgl.models.base import (
     bpr_loss,
     fused_optimizer,
     require_features,
+    xavier_linear,
 )
 
 if TYPE_CHECKING:
@@ -292,10 +293,10 @@ class REARM(Recommender):
         self.item_text = nn.Parameter(item_text.detach().clone().float())
         self.user_image = nn.Parameter(user_image.detach().clone().float())
         self.user_text = nn.Parameter(user_text.detach().clone().float())
-        self.proj_item_image = _xavier_linear(item_image.shape[1], d)
-        self.proj_item_text = _xavier_linear(item_text.shape[1], d)
-        self.proj_user_image = _xavier_linear(user_image.shape[1], d)
-        self.proj_user_text = _xavier_linear(user_text.shape[1], d)
+        self.proj_item_image = xavier_linear(item_image.shape[1], d, normal=True)
+        self.proj_item_text = xavier_linear(item_text.shape[1], d, normal=True)
+        self.proj_user_image = xavier_linear(user_image.shape[1], d, normal=True)
+        self.proj_user_text = xavier_linear(user_text.shape[1], d, normal=True)
 
         self.self_attn_image = TokenAttention(p.s_drop)
         self.self_attn_text = TokenAttention(p.s_drop)
@@ -463,12 +464,6 @@ def reuse_freed_memory() -> bool:
                     and libc.mallopt(_M_TRIM_THRESHOLD, _INT_MAX))
     except (OSError, AttributeError):
         return False
-
-
-def _xavier_linear(n_in: int, n_out: int) -> nn.Linear:
-    layer = nn.Linear(n_in, n_out)
-    nn.init.xavier_normal_(layer.weight)
-    return layer
 
 
 def _homograph(co, image, text, co_weight: float, image_weight: float, use_co: bool,

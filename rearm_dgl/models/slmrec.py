@@ -30,7 +30,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from rearm_dgl.config import check
 from rearm_dgl.graphs.propagate import Propagation
@@ -42,9 +42,12 @@ from rearm_dgl.models.base import (
     ModelConfig,
     Recommender,
     add_feature_table,
+    check_fields,
     fused_optimizer,
     info_nce,
     require_features,
+    xavier_linear,
+    xavier_parameter,
 )
 
 
@@ -74,17 +77,8 @@ class SLMRecConfig(ModelConfig):
     def __post_init__(self):
         check(self.embedding_size >= 2, "slmrec.embedding_size",
                "must be >= 2 (the last FAC heads have width embedding_size / 2)")
-        check(self.n_layers >= 0, "slmrec.n_layers", "must be >= 0")
-        check(self.temp > 0, "slmrec.temp", "must be > 0")
-        check(self.ssl_temp > 0, "slmrec.ssl_temp", "must be > 0")
-        check(self.ssl_alpha >= 0, "slmrec.ssl_alpha", "must be >= 0")
-        check(self.weight_decay >= 0, "slmrec.weight_decay", "must be >= 0")
-
-
-def _xavier_uniform_linear(n_in: int, n_out: int) -> nn.Linear:
-    layer = nn.Linear(n_in, n_out)  # bias keeps PyTorch's default init
-    nn.init.xavier_uniform_(layer.weight)
-    return layer
+        check_fields(self, "slmrec", {"n_layers": ">= 0", "temp": "> 0", "ssl_temp": "> 0",
+                                      "ssl_alpha": ">= 0", "weight_decay": ">= 0"})
 
 
 @registry.register
@@ -121,21 +115,20 @@ class SLMRec(Recommender):
         self.temp, self.ssl_temp, self.ssl_alpha = temp, ssl_temp, ssl_alpha
         self.weight_decay, self.eval_cached = weight_decay, eval_cached
         self.prop = Propagation(graph, [(INTERACTS, 1.0), (INTERACTED_BY, 1.0)])
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, d)))
-        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, d)))
+        self.user_emb, self.item_emb = xavier_parameter(n_users, d), xavier_parameter(n_items, d)
         # Row-normalised once, then frozen.
         add_feature_table(self, "image_feat", F.normalize(image_feat, dim=1), trainable=False)
         add_feature_table(self, "text_feat", F.normalize(text_feat, dim=1), trainable=False)
-        self.image_dense = _xavier_uniform_linear(image_feat.shape[1], d)
-        self.text_dense = _xavier_uniform_linear(text_feat.shape[1], d)
-        self.user_fuse = _xavier_uniform_linear(3 * d, d)
-        self.item_fuse = _xavier_uniform_linear(3 * d, d)
+        self.image_dense = xavier_linear(image_feat.shape[1], d)
+        self.text_dense = xavier_linear(text_feat.shape[1], d)
+        self.user_fuse = xavier_linear(3 * d, d)
+        self.item_fuse = xavier_linear(3 * d, d)
         # FAC heads: ID -> visual, then a further chain ID -> textual.
-        self.head_iv = _xavier_uniform_linear(d, d)
-        self.head_v = _xavier_uniform_linear(d, d)
-        self.head_iva = _xavier_uniform_linear(d, d)
-        self.head_ivat = _xavier_uniform_linear(d, d // 2)
-        self.head_t = _xavier_uniform_linear(d, d // 2)
+        self.head_iv = xavier_linear(d, d)
+        self.head_v = xavier_linear(d, d)
+        self.head_iva = xavier_linear(d, d)
+        self.head_ivat = xavier_linear(d, d // 2)
+        self.head_t = xavier_linear(d, d // 2)
         # The fused vectors of the last training batch, for evaluation (eval_cached); kept in
         # the state dict so the best checkpoint scores as it did when it was validated.
         self.register_buffer("cached_users", torch.zeros(n_users, d))
