@@ -8,11 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rearm_dgl.errors import ConfigError
+from rearm_dgl.errors import ConfigError, DataError
 from rearm_dgl.models.base import (
     ModelConfig,
     add_modality_inputs,
     check_fields,
+    config_kwargs,
+    feature_tensors,
     info_nce,
     step_decay,
     xavier_linear,
@@ -119,3 +121,27 @@ def test_step_decay():
     assert step_decay(0.96, 50, 1) == 1.0
     assert step_decay(0.96, 50, 51) == pytest.approx(0.96)
     assert step_decay(0.5, 10, 21) == pytest.approx(0.25)
+
+
+def test_config_kwargs_by_name_and_leave_out():
+    @dataclass(frozen=True)
+    class Three(ModelConfig):
+        b: int = 2
+        a: float = 0.5
+        mode: str = "x"
+
+    assert config_kwargs(Three()) == {"b": 2, "a": 0.5, "mode": "x"}
+    assert config_kwargs(Three(a=1.5), "mode", "b") == {"a": 1.5}
+
+
+def test_feature_tensors_share_memory_and_refuse_missing(tiny_data):
+    image, text = feature_tensors("toy", tiny_data)
+    assert image.data_ptr() == tiny_data.image_feat.ctypes.data
+    assert text.shape == tiny_data.text_feat.shape
+
+    class NoFeatures:
+        has_features = False
+        source = "some/folder"
+
+    with pytest.raises(DataError, match="needs image and text features"):
+        feature_tensors("toy", NoFeatures())

@@ -13,8 +13,8 @@ relation heterograph, which is passed in and never changed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -169,6 +169,24 @@ def add_modality_inputs(module: nn.Module, image_feat: Tensor, text_feat: Tensor
     add_feature_table(module, "text_table", text_feat, trainable)  # (I, F_t)
     module.image_proj = linear(image_feat.shape[1], width)
     module.text_proj = linear(text_feat.shape[1], width)
+
+
+def feature_tensors(model: str, data: Interactions) -> tuple[Tensor, Tensor]:
+    """The image (I, F_v) and text (I, F_t) features of ``data`` as tensors sharing its memory.
+
+    Raises :class:`DataError` (see :func:`require_features`) when the dataset has none.
+    """
+    require_features(model, data)
+    return torch.from_numpy(data.image_feat), torch.from_numpy(data.text_feat)
+
+
+def config_kwargs(params: ModelConfig, *leave_out: str) -> dict[str, Any]:
+    """The fields of ``params`` as keyword arguments, less ``leave_out``.
+
+    Every model's constructor names its hyperparameters as its config does, so ``build``
+    passes them by name and a reordered or added field cannot land in the wrong argument.
+    """
+    return {f.name: getattr(params, f.name) for f in fields(params) if f.name not in leave_out}
 
 
 def add_feature_table(module: nn.Module, name: str, feat: Tensor, trainable: bool) -> None:

@@ -41,8 +41,9 @@ from rearm_dgl.models.base import (
     Recommender,
     add_modality_inputs,
     check_fields,
+    config_kwargs,
     emb_norm_loss,
-    require_features,
+    feature_tensors,
     xavier_linear,
     xavier_parameter,
 )
@@ -117,10 +118,8 @@ class BM3(Recommender):
 
     @classmethod
     def build(cls, params: BM3Config, data, graph, device) -> BM3:
-        require_features(cls.name, data)
-        model = cls(graph, torch.from_numpy(data.image_feat), torch.from_numpy(data.text_feat),
-                    data.n_users, params.embedding_size, params.n_layers, params.dropout,
-                    params.reg_weight, params.cl_weight, params.train_features)
+        image, text = feature_tensors(cls.name, data)
+        model = cls(graph, image, text, data.n_users, **config_kwargs(params))
         return model.to(device)
 
     def propagate(self) -> tuple[Tensor, Tensor]:

@@ -52,7 +52,8 @@ from rearm_dgl.models.base import (
     Recommender,
     bpr_loss,
     check_fields,
-    require_features,
+    config_kwargs,
+    feature_tensors,
     xavier_parameter,
 )
 
@@ -165,14 +166,10 @@ class DRAGON(Recommender):
 
     @classmethod
     def build(cls, params: DRAGONConfig, data, graph, device) -> DRAGON:
-        require_features(cls.name, data)
+        image, text = feature_tensors(cls.name, data)
         # The sampling seed comes from the global generator, which the trainer seeds.
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
-        model = cls(graph, data.train_csr, torch.from_numpy(data.image_feat),
-                    torch.from_numpy(data.text_feat), params.embedding_size,
-                    params.hidden_size, params.n_ui_layers, params.n_mm_layers,
-                    params.mm_image_weight, params.n_user_neighbours, params.reg_weight,
-                    params.eval_embeddings, seed)
+        model = cls(graph, data.train_csr, image, text, **config_kwargs(params), seed=seed)
         return model.to(device)
 
     def sample_user_graph(self, epoch: int) -> SparseOperator:

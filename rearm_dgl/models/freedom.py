@@ -54,8 +54,9 @@ from rearm_dgl.models.base import (
     add_modality_inputs,
     bpr_loss,
     check_fields,
+    config_kwargs,
+    feature_tensors,
     fused_optimizer,
-    require_features,
     xavier_parameter,
 )
 
@@ -164,13 +165,12 @@ class FREEDOM(Recommender):
 
     @classmethod
     def build(cls, params: FREEDOMConfig, data, graph, device) -> FREEDOM:
-        require_features(cls.name, data)
+        image, text = feature_tensors(cls.name, data)
         # The pruning seed comes from the global generator, which the trainer seeds.
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
-        model = cls(graph, torch.from_numpy(data.train), torch.from_numpy(data.image_feat),
-                    torch.from_numpy(data.text_feat), data.n_users, params.embedding_size,
-                    params.n_mm_layers, params.n_ui_layers, params.mm_image_weight,
-                    params.dropout, params.reg_weight, seed)
+        # feat_embed_dim is not an argument: the config holds it equal to embedding_size.
+        model = cls(graph, torch.from_numpy(data.train), image, text, data.n_users,
+                    **config_kwargs(params, "feat_embed_dim"), seed=seed)
         return model.to(device)
 
     def prune(self, epoch: int) -> tuple[Tensor, Tensor]:

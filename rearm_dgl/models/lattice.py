@@ -56,8 +56,9 @@ from rearm_dgl.models.base import (
     add_modality_inputs,
     bpr_loss,
     check_fields,
+    config_kwargs,
+    feature_tensors,
     half_sq_norm_loss,
-    require_features,
     step_decay,
     xavier_parameter,
 )
@@ -162,12 +163,9 @@ class LATTICE(Recommender):
 
     @classmethod
     def build(cls, params: LATTICEConfig, data, graph, device) -> LATTICE:
-        require_features(cls.name, data)
-        model = cls(graph, torch.from_numpy(data.train), torch.from_numpy(data.image_feat),
-                    torch.from_numpy(data.text_feat), data.n_users, params.embedding_size,
-                    params.feat_embed_dim, params.n_ui_layers, params.n_layers,
-                    params.lambda_coeff, params.reg_weight, params.train_features,
-                    params.lr_decay, params.lr_decay_epochs)
+        image, text = feature_tensors(cls.name, data)
+        model = cls(graph, torch.from_numpy(data.train), image, text, data.n_users,
+                    **config_kwargs(params))
         return model.to(device)
 
     def start_epoch(self, epoch: int) -> None:

@@ -47,8 +47,8 @@ from rearm_dgl.models.base import (
     bpr_loss,
     check_fields,
     emb_norm_loss,
+    feature_tensors,
     info_nce,
-    require_features,
     xavier_parameter,
 )
 
@@ -166,9 +166,8 @@ class LGMRec(Recommender):
 
     @classmethod
     def build(cls, params: LGMRecConfig, data, graph, device) -> LGMRec:
-        require_features(cls.name, data)
-        model = cls(graph, data.train, torch.from_numpy(data.image_feat),
-                    torch.from_numpy(data.text_feat), data.n_users, params)
+        image, text = feature_tensors(cls.name, data)
+        model = cls(graph, data.train, image, text, data.n_users, params)
         return model.to(device)
 
     def _assign(self, logits: Tensor, generator: torch.Generator | None) -> Tensor:

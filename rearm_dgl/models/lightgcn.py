@@ -30,6 +30,7 @@ from rearm_dgl.models.base import (
     Recommender,
     bpr_loss,
     check_fields,
+    config_kwargs,
     emb_norm_loss,
     fused_optimizer,
     xavier_parameter,
@@ -85,8 +86,7 @@ class LightGCN(Recommender):
 
     @classmethod
     def build(cls, params: LightGCNConfig, data, graph, device) -> LightGCN:
-        model = cls(graph, data.n_users, data.n_items, params.embedding_size, params.n_layers,
-                    params.reg_weight)
+        model = cls(graph, data.n_users, data.n_items, **config_kwargs(params))
         return model.to(device)
 
     def propagate(self) -> tuple[Tensor, Tensor]:

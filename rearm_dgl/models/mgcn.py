@@ -48,9 +48,10 @@ from rearm_dgl.models.base import (
     add_modality_inputs,
     bpr_loss,
     check_fields,
+    config_kwargs,
+    feature_tensors,
     half_sq_norm_loss,
     info_nce,
-    require_features,
     step_decay,
     xavier_parameter,
 )
@@ -140,11 +141,8 @@ class MGCN(Recommender):
 
     @classmethod
     def build(cls, params: MGCNConfig, data, graph, device) -> MGCN:
-        require_features(cls.name, data)
-        model = cls(graph, torch.from_numpy(data.image_feat), torch.from_numpy(data.text_feat),
-                    data.n_users, params.embedding_size, params.n_ui_layers, params.n_layers,
-                    params.reg_weight, params.cl_loss, params.cl_tau, params.train_features,
-                    params.lr_decay, params.lr_decay_epochs)
+        image, text = feature_tensors(cls.name, data)
+        model = cls(graph, image, text, data.n_users, **config_kwargs(params))
         return model.to(device)
 
     def lr_scale(self, epoch: int) -> float:

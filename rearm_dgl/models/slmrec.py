@@ -43,9 +43,10 @@ from rearm_dgl.models.base import (
     Recommender,
     add_feature_table,
     check_fields,
+    config_kwargs,
+    feature_tensors,
     fused_optimizer,
     info_nce,
-    require_features,
     xavier_linear,
     xavier_parameter,
 )
@@ -137,10 +138,8 @@ class SLMRec(Recommender):
 
     @classmethod
     def build(cls, params: SLMRecConfig, data, graph, device) -> SLMRec:
-        require_features(cls.name, data)
-        model = cls(graph, torch.from_numpy(data.image_feat), torch.from_numpy(data.text_feat),
-                    data.n_users, params.embedding_size, params.n_layers, params.temp,
-                    params.ssl_temp, params.ssl_alpha, params.weight_decay, params.eval_cached)
+        image, text = feature_tensors(cls.name, data)
+        model = cls(graph, image, text, data.n_users, **config_kwargs(params))
         return model.to(device)
 
     def branches(self) -> tuple[Tensor, Tensor]:

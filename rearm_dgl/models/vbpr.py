@@ -29,6 +29,7 @@ from rearm_dgl.models.base import (
     ModelConfig,
     Recommender,
     bpr_loss,
+    config_kwargs,
     emb_norm_loss,
     fused_optimizer,
     require_features,
@@ -88,8 +89,7 @@ class VBPR(Recommender):
     def build(cls, params: VBPRConfig, data, graph, device) -> VBPR:
         require_features(cls.name, data)
         feats = np.concatenate([data.text_feat, data.image_feat], axis=1).astype(np.float32)
-        model = cls(torch.from_numpy(feats), data.n_users, params.embedding_size,
-                    params.reg_weight)
+        model = cls(torch.from_numpy(feats), data.n_users, **config_kwargs(params))
         return model.to(device)
 
     def item_repr(self, items: Tensor | None = None) -> Tensor:
