@@ -11,12 +11,14 @@ import torch.nn.functional as F
 from rearm_dgl.errors import ConfigError, DataError
 from rearm_dgl.models.base import (
     ModelConfig,
+    add_last_batch_cache,
     add_modality_inputs,
     check_fields,
     config_kwargs,
     feature_tensors,
     info_nce,
     step_decay,
+    store_last_batch,
     xavier_linear,
     xavier_parameter,
 )
@@ -145,3 +147,16 @@ def test_feature_tensors_share_memory_and_refuse_missing(tiny_data):
 
     with pytest.raises(DataError, match="needs image and text features"):
         feature_tensors("toy", NoFeatures())
+
+
+def test_last_batch_cache_is_saved_and_detached():
+    m = torch.nn.Module()
+    add_last_batch_cache(m, 3, 4, 2)
+    assert not bool(m.has_cache)
+    assert set(m.state_dict()) == {"cached_users", "cached_items", "has_cache"}
+    users = torch.randn(3, 2, requires_grad=True)
+    items = torch.randn(4, 2, requires_grad=True)
+    store_last_batch(m, users * 2, items + 1)
+    assert bool(m.has_cache) and not m.cached_users.requires_grad
+    assert torch.equal(m.cached_users, users.detach() * 2)
+    assert torch.equal(m.cached_items, items.detach() + 1)

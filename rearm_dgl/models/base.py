@@ -189,6 +189,27 @@ def config_kwargs(params: ModelConfig, *leave_out: str) -> dict[str, Any]:
     return {f.name: getattr(params, f.name) for f in fields(params) if f.name not in leave_out}
 
 
+def add_last_batch_cache(module: nn.Module, n_users: int, n_items: int, width: int) -> None:
+    """Give ``module`` buffers for the representations its last training batch computed.
+
+    ``cached_users`` (U, width), ``cached_items`` (I, width) and the flag ``has_cache``. They
+    are saved with the weights, so the best checkpoint scores as it did when it was validated
+    (models whose reference code evaluates with the last batch's vectors, DRAGON and SLMRec).
+    Fill them with :func:`store_last_batch`.
+    """
+    module.register_buffer("cached_users", torch.zeros(n_users, width))
+    module.register_buffer("cached_items", torch.zeros(n_items, width))
+    module.register_buffer("has_cache", torch.zeros((), dtype=torch.bool))
+
+
+def store_last_batch(module: nn.Module, users: Tensor, items: Tensor) -> None:
+    """Copy a batch's user (U, width) and item (I, width) representations into the cache."""
+    with torch.no_grad():
+        module.cached_users.copy_(users)
+        module.cached_items.copy_(items)
+        module.has_cache.fill_(True)
+
+
 def add_feature_table(module: nn.Module, name: str, feat: Tensor, trainable: bool) -> None:
     """Give ``module`` its copy of a feature matrix as ``module.<name>``.
 

@@ -50,10 +50,12 @@ from rearm_dgl.models.base import (
     LossOut,
     ModelConfig,
     Recommender,
+    add_last_batch_cache,
     bpr_loss,
     check_fields,
     config_kwargs,
     feature_tensors,
+    store_last_batch,
     xavier_parameter,
 )
 
@@ -160,9 +162,7 @@ class DRAGON(Recommender):
 
         # What the last training batch computed, saved with the weights (for evaluation).
         width = 2 * embedding_size
-        self.register_buffer("cached_users", torch.zeros(n_users, width))
-        self.register_buffer("cached_items", torch.zeros(n_items, width))
-        self.register_buffer("has_cache", torch.zeros((), dtype=torch.bool))
+        add_last_batch_cache(self, n_users, n_items, width)
 
     @classmethod
     def build(cls, params: DRAGONConfig, data, graph, device) -> DRAGON:
@@ -212,10 +212,7 @@ class DRAGON(Recommender):
 
     def loss(self, batch: Batch) -> LossOut:
         users, items = self.forward_all()
-        with torch.no_grad():
-            self.cached_users.copy_(users)
-            self.cached_items.copy_(items)
-            self.has_cache.fill_(True)
+        store_last_batch(self, users, items)
         u = users[batch.users]  # (B, 2d)
         pos, neg = (u * items[batch.pos]).sum(-1), (u * items[batch.neg]).sum(-1)
         bpr = bpr_loss(pos, neg) / math.log(2.0)  # the reference's log base 2

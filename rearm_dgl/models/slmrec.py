@@ -42,11 +42,13 @@ from rearm_dgl.models.base import (
     ModelConfig,
     Recommender,
     add_feature_table,
+    add_last_batch_cache,
     check_fields,
     config_kwargs,
     feature_tensors,
     fused_optimizer,
     info_nce,
+    store_last_batch,
     xavier_linear,
     xavier_parameter,
 )
@@ -132,9 +134,7 @@ class SLMRec(Recommender):
         self.head_t = xavier_linear(d, d // 2)
         # The fused vectors of the last training batch, for evaluation (eval_cached); kept in
         # the state dict so the best checkpoint scores as it did when it was validated.
-        self.register_buffer("cached_users", torch.zeros(n_users, d))
-        self.register_buffer("cached_items", torch.zeros(n_items, d))
-        self.register_buffer("has_cache", torch.zeros((), dtype=torch.bool))
+        add_last_batch_cache(self, n_users, n_items, d)
 
     @classmethod
     def build(cls, params: SLMRecConfig, data, graph, device) -> SLMRec:
@@ -182,10 +182,7 @@ class SLMRec(Recommender):
     def loss(self, batch: Batch) -> LossOut:
         users, items, g_i = self._fused()
         if self.training:
-            with torch.no_grad():
-                self.cached_users.copy_(users)
-                self.cached_items.copy_(items)
-                self.has_cache.fill_(True)
+            store_last_batch(self, users, items)
         main = info_nce(users[batch.users], items[batch.pos], self.temp)  # sampled negs unused
         ssl = self.ssl_alpha * self.fac_loss(g_i[batch.pos])
         return LossOut(main + ssl, {"main": main.detach(), "ssl": ssl.detach()})
