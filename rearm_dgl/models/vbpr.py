@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rearm_dgl.config import check
 from rearm_dgl.models import registry
 from rearm_dgl.models.base import (
     Batch,
@@ -29,6 +28,7 @@ from rearm_dgl.models.base import (
     ModelConfig,
     Recommender,
     bpr_loss,
+    check_fields,
     config_kwargs,
     emb_norm_loss,
     fused_optimizer,
@@ -49,8 +49,7 @@ class VBPRConfig(ModelConfig):
     reg_weight: float = 1e-4
 
     def __post_init__(self):
-        check(self.embedding_size >= 1, "vbpr.embedding_size", "must be >= 1")
-        check(self.reg_weight >= 0, "vbpr.reg_weight", "must be >= 0")
+        check_fields(self, "vbpr", {"embedding_size": ">= 1", "reg_weight": ">= 0"})
 
 
 @registry.register
