@@ -7,11 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from test_models_behaviour import planted_data
+from test_models_behaviour import planted_graph, seeded_build
 
-from rearm_dgl.config import GraphConfig, build_config
+from rearm_dgl.config import build_config
 from rearm_dgl.errors import ConfigError, DataError
-from rearm_dgl.graphs.build import build_graph
 from rearm_dgl.graphs.schema import ITEM, ITEM_SEMANTIC_IMAGE, ITEM_SEMANTIC_TEXT
 from rearm_dgl.models import Batch
 from rearm_dgl.models.freedom import FREEDOM, FREEDOMConfig
@@ -24,8 +23,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def planted():
-    data = planted_data(seed=3)
-    return data, build_graph(data, GraphConfig(user_knn_k=8, item_knn_k=5, seed=0))
+    return planted_graph(seed=3)
 
 
 def dense_norm_adj(data) -> np.ndarray:
@@ -83,9 +81,7 @@ def test_lightgcn_loss_uses_mmrec_scaled_ego_penalty(planted):
 
 
 def freedom(planted, **kw) -> FREEDOM:
-    data, graph = planted
-    torch.manual_seed(0)
-    return FREEDOM.build(FREEDOMConfig(**kw), data, graph, CPU)
+    return seeded_build(FREEDOM, FREEDOMConfig(**kw), planted)
 
 
 def test_freedom_item_graph_reuses_knn_neighbours_with_its_own_weights(planted):
@@ -211,13 +207,14 @@ def test_presets_follow_the_mmrec_protocol():
     assert build_config("freedom", "baby").graph.item_knn_k == 10
 
 
-def test_freedom_resumed_run_matches_uninterrupted(planted, tmp_path):
+def fit_uninterrupted_and_resumed(cfg, data, graph, tmp_path):
+    """Fit ``cfg`` straight through, and again stopped after epoch 2 then resumed.
+
+    Returns the two results ``(full, resumed)``, from runs under ``tmp_path / "a"`` and
+    ``tmp_path / "b"``.
+    """
     from rearm_dgl.train import fit
 
-    data, graph = planted
-    cfg = build_config("freedom", "planted", overrides=[
-        "train.epochs=3", "train.batch_size=128", "train.device=cpu", "eval.topk=[10]",
-        "eval.metric=Recall@10"])
     full = fit(cfg, runs_dir=tmp_path / "a", data=data, graph=graph, quiet=True)
 
     class Stop(Exception):
@@ -231,4 +228,13 @@ def test_freedom_resumed_run_matches_uninterrupted(planted, tmp_path):
         fit(cfg, run_dir=tmp_path / "b", data=data, graph=graph, callbacks=[stop_at_2],
             quiet=True)
     resumed = fit(resume=tmp_path / "b", data=data, graph=graph, quiet=True)
+    return full, resumed
+
+
+def test_freedom_resumed_run_matches_uninterrupted(planted, tmp_path):
+    data, graph = planted
+    cfg = build_config("freedom", "planted", overrides=[
+        "train.epochs=3", "train.batch_size=128", "train.device=cpu", "eval.topk=[10]",
+        "eval.metric=Recall@10"])
+    full, resumed = fit_uninterrupted_and_resumed(cfg, data, graph, tmp_path)
     assert resumed.test == full.test

@@ -9,11 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_baselines import a_batch, dense_norm_adj
-from test_models_behaviour import planted_data
+from test_models_behaviour import planted_graph, seeded_build
 
-from rearm_dgl.config import GraphConfig
 from rearm_dgl.errors import ConfigError
-from rearm_dgl.graphs.build import build_graph
 from rearm_dgl.models import Batch
 from rearm_dgl.models.bm3 import BM3, BM3Config
 from rearm_dgl.models.lightgcn import LightGCN, LightGCNConfig
@@ -23,14 +21,11 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def planted():
-    data = planted_data(seed=5)
-    return data, build_graph(data, GraphConfig(user_knn_k=8, item_knn_k=5, seed=0))
+    return planted_graph(seed=5)
 
 
 def model(planted, **kw) -> BM3:
-    torch.manual_seed(0)
-    data, graph = planted
-    return BM3.build(BM3Config(**kw), data, graph, CPU)
+    return seeded_build(BM3, BM3Config(**kw), planted)
 
 
 def reference_loss(m: BM3, data, batch: Batch, n_layers: int) -> torch.Tensor:

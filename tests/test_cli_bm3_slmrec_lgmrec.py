@@ -19,9 +19,8 @@ MODELS = ("bm3", "slmrec", "lgmrec")
 
 
 def study(name: str) -> Path:
-    """A shipped study file: in the package's studies folder, or the top-level one."""
-    packaged = REPO / "rearm_dgl" / "studies" / name
-    return packaged if packaged.is_file() else REPO / "studies" / name
+    """A shipped study file (package data)."""
+    return REPO / "rearm_dgl" / "studies" / name
 
 
 def run(*args, ok=True):

@@ -10,7 +10,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from test_models_behaviour import planted_data
+from test_baselines import fit_uninterrupted_and_resumed
+from test_models_behaviour import planted_data, planted_graph, seeded_build
 
 from rearm_dgl.config import GraphConfig, build_config
 from rearm_dgl.graphs.build import build_graph
@@ -24,14 +25,11 @@ K = 5
 
 @pytest.fixture(scope="module")
 def planted():
-    data = planted_data(seed=11)
-    return data, build_graph(data, GraphConfig(user_knn_k=8, item_knn_k=K, seed=0))
+    return planted_graph(seed=11, item_knn_k=K)
 
 
 def dragon(planted, **kw) -> DRAGON:
-    data, graph = planted
-    torch.manual_seed(0)
-    return DRAGON.build(DRAGONConfig(**kw), data, graph, CPU)
+    return seeded_build(DRAGON, DRAGONConfig(**kw), planted)
 
 
 def dense_op(op, n: int) -> torch.Tensor:
@@ -259,25 +257,11 @@ def test_without_homogeneous_neighbours_scores_are_the_modality_gcn():
 
 
 def test_resumed_run_matches_uninterrupted(planted, tmp_path):
-    from rearm_dgl.train import fit
-
     data, graph = planted
     cfg = build_config("dragon", "planted", overrides=[
         "train.epochs=3", "train.batch_size=128", "train.device=cpu", "eval.topk=[10]",
         "eval.metric=Recall@10", "dragon.n_user_neighbours=70"])
-    full = fit(cfg, runs_dir=tmp_path / "a", data=data, graph=graph, quiet=True)
-
-    class Stop(Exception):
-        pass
-
-    def stop_at_2(epoch, _):
-        if epoch == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        fit(cfg, run_dir=tmp_path / "b", data=data, graph=graph, callbacks=[stop_at_2],
-            quiet=True)
-    resumed = fit(resume=tmp_path / "b", data=data, graph=graph, quiet=True)
+    full, resumed = fit_uninterrupted_and_resumed(cfg, data, graph, tmp_path)
     assert resumed.test == full.test
     assert math.isfinite(full.test["Recall@10"])
 

@@ -13,7 +13,7 @@ from rearm_dgl.config import build_config
 from rearm_dgl.tuning import load_space
 
 MODELS = ("lattice", "dragon", "mgcn")
-STUDIES = Path(__file__).resolve().parents[1] / "studies"
+STUDIES = Path(__file__).resolve().parents[1] / "rearm_dgl" / "studies"
 
 
 def run(*args):

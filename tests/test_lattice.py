@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_models_behaviour import planted_data
+from test_models_behaviour import planted_graph, seeded_build
 
-from rearm_dgl.config import GraphConfig, build_config
-from rearm_dgl.graphs.build import build_graph
+from rearm_dgl.config import build_config
 from rearm_dgl.models.lattice import LATTICE, LATTICEConfig
 from rearm_dgl.sampling import BPRSampler
 
@@ -21,14 +20,11 @@ K = 5
 
 @pytest.fixture(scope="module")
 def planted():
-    data = planted_data(seed=7)
-    return data, build_graph(data, GraphConfig(user_knn_k=8, item_knn_k=K, seed=0))
+    return planted_graph(seed=7, item_knn_k=K)
 
 
 def lattice(planted, **kw) -> LATTICE:
-    data, graph = planted
-    torch.manual_seed(0)
-    return LATTICE.build(LATTICEConfig(**kw), data, graph, CPU)
+    return seeded_build(LATTICE, LATTICEConfig(**kw), planted)
 
 
 def to_dense(entries, n) -> torch.Tensor:

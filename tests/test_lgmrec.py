@@ -6,11 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_baselines import a_batch, dense_norm_adj
-from test_models_behaviour import planted_data
+from test_models_behaviour import planted_graph, seeded_build
 
-from rearm_dgl.config import GraphConfig
 from rearm_dgl.errors import ConfigError
-from rearm_dgl.graphs.build import build_graph
 from rearm_dgl.models import Batch
 from rearm_dgl.models.lgmrec import TAU, LGMRec, LGMRecConfig, hypergraph_propagate
 from rearm_dgl.models.lightgcn import LightGCN, LightGCNConfig
@@ -20,14 +18,11 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def planted():
-    data = planted_data(seed=7)
-    return data, build_graph(data, GraphConfig(user_knn_k=8, item_knn_k=5, seed=0))
+    return planted_graph(seed=7)
 
 
 def model(planted, **kw) -> LGMRec:
-    torch.manual_seed(0)
-    data, graph = planted
-    return LGMRec.build(LGMRecConfig(**kw), data, graph, CPU)
+    return seeded_build(LGMRec, LGMRecConfig(**kw), planted)
 
 
 def dense_r(data) -> torch.Tensor:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_models_behaviour import planted_data
+from test_models_behaviour import planted_graph, seeded_build
 
-from rearm_dgl.config import GraphConfig
-from rearm_dgl.graphs.build import build_graph
 from rearm_dgl.models.lightgcn import LightGCN
 from rearm_dgl.models.mgcn import MGCN, MGCNConfig
 from rearm_dgl.sampling import BPRSampler
@@ -19,14 +17,11 @@ K = 5
 
 @pytest.fixture(scope="module")
 def planted():
-    data = planted_data(seed=13)
-    return data, build_graph(data, GraphConfig(user_knn_k=8, item_knn_k=K, seed=0))
+    return planted_graph(seed=13, item_knn_k=K)
 
 
 def mgcn(planted, **kw) -> MGCN:
-    data, graph = planted
-    torch.manual_seed(0)
-    return MGCN.build(MGCNConfig(**kw), data, graph, CPU)
+    return seeded_build(MGCN, MGCNConfig(**kw), planted)
 
 
 def dense_knn(feat: np.ndarray) -> torch.Tensor:

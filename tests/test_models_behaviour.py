@@ -65,11 +65,25 @@ def planted_data(seed: int = 0) -> Interactions:
                         text_feat=text.astype(np.float32))
 
 
+def planted_graph(seed: int = 0, item_knn_k: int = 5) -> tuple[Interactions, object]:
+    """The planted dataset drawn with ``seed`` and its heterograph (user kNN 8, seed 0)."""
+    data = planted_data(seed)
+    return data, build_graph(data, GraphConfig(user_knn_k=8, item_knn_k=item_knn_k, seed=0))
+
+
+def seeded_build(cls, params, planted):
+    """``cls.build(params, data, graph)`` on the CPU after ``torch.manual_seed(0)``.
+
+    Every call with the same arguments gives the same initial weights.
+    """
+    data, graph = planted
+    torch.manual_seed(0)
+    return cls.build(params, data, graph, torch.device("cpu"))
+
+
 @pytest.fixture(scope="module")
 def planted():
-    data = planted_data()
-    graph = build_graph(data, GraphConfig(user_knn_k=8, item_knn_k=5, seed=0))
-    return data, graph
+    return planted_graph()
 
 
 def build(name: str, planted, seed: int = 0):

@@ -6,11 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_baselines import a_batch, dense_norm_adj
-from test_models_behaviour import planted_data
+from test_models_behaviour import planted_graph, seeded_build
 
-from rearm_dgl.config import GraphConfig
 from rearm_dgl.errors import ConfigError
-from rearm_dgl.graphs.build import build_graph
 from rearm_dgl.models import Batch
 from rearm_dgl.models.base import info_nce
 from rearm_dgl.models.lightgcn import LightGCN, LightGCNConfig
@@ -21,14 +19,11 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def planted():
-    data = planted_data(seed=6)
-    return data, build_graph(data, GraphConfig(user_knn_k=8, item_knn_k=5, seed=0))
+    return planted_graph(seed=6)
 
 
 def model(planted, **kw) -> SLMRec:
-    torch.manual_seed(0)
-    data, graph = planted
-    return SLMRec.build(SLMRecConfig(**kw), data, graph, CPU)
+    return seeded_build(SLMRec, SLMRecConfig(**kw), planted)
 
 
 def lgc(a: torch.Tensor, e: torch.Tensor, layers: int) -> torch.Tensor:

@@ -12,13 +12,15 @@ relation heterograph, which is passed in and never changed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rearm_dgl.config import check
 from rearm_dgl.errors import DataError
 
 if TYPE_CHECKING:
@@ -107,6 +109,105 @@ def require_features(model: str, data: Interactions) -> None:
             "add image_feat.npy and text_feat.npy to the dataset folder (or stand-in features "
             "from benchmarks/standin_features.py), or train an ID-only model such as mf or "
             "lightgcn")
+
+
+# Field rules that model configs share: the rule's test and the message a failure gives.
+_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    ">= 1": (lambda v: v >= 1, "must be >= 1"),
+    ">= 0": (lambda v: v >= 0, "must be >= 0"),
+    "> 0": (lambda v: v > 0, "must be > 0"),
+    "[0, 1]": (lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"),
+    "[0, 1)": (lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+    "(0, 1]": (lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"),
+}
+
+
+def check_fields(params: ModelConfig, model: str, rules: dict[str, str]) -> None:
+    """Check config fields against shared rules, in order, raising ``ConfigError``.
+
+    ``rules`` maps a field name to one of ``">= 1"``, ``">= 0"``, ``"> 0"``, ``"[0, 1]"``,
+    ``"[0, 1)"`` or ``"(0, 1]"``; a failure names the key ``<model>.<field>``. Checks that
+    only one model makes stay as plain :func:`~rearm_dgl.config.check` calls in its config.
+    """
+    for name, rule in rules.items():
+        ok, message = _RULES[rule]
+        check(ok(getattr(params, name)), f"{model}.{name}", message)
+
+
+def xavier_parameter(*shape: int, normal: bool = False) -> nn.Parameter:
+    """A parameter of ``shape`` drawn Xavier-uniform (or Xavier-normal with ``normal``)."""
+    init = nn.init.xavier_normal_ if normal else nn.init.xavier_uniform_
+    return nn.Parameter(init(torch.empty(*shape)))
+
+
+def xavier_linear(n_in: int, n_out: int, normal: bool = False) -> nn.Linear:
+    """``nn.Linear(n_in, n_out)`` with a Xavier-uniform (or -normal) weight.
+
+    The bias keeps PyTorch's default init, drawn before the weight is redrawn, as in the
+    reference codes that re-initialise only the weights.
+    """
+    layer = nn.Linear(n_in, n_out)
+    (nn.init.xavier_normal_ if normal else nn.init.xavier_uniform_)(layer.weight)
+    return layer
+
+
+def step_decay(decay: float, decay_epochs: int, epoch: int) -> float:
+    """``decay^((epoch - 1) / decay_epochs)``: a learning-rate scale for ``epoch`` (1, 2, ...)."""
+    return decay ** ((epoch - 1) / decay_epochs)
+
+
+def add_modality_inputs(module: nn.Module, image_feat: Tensor, text_feat: Tensor,
+                        trainable: bool, width: int,
+                        linear: Callable[[int, int], nn.Linear] = nn.Linear) -> None:
+    """Give ``module`` its feature tables and their projections to ``width``.
+
+    Sets, in this order (so seeded initialisation stays the same), ``image_table`` (I, F_v),
+    ``text_table`` (I, F_t) (see :func:`add_feature_table`), then ``image_proj`` and
+    ``text_proj``, built by ``linear(F_m, width)``.
+    """
+    add_feature_table(module, "image_table", image_feat, trainable)  # (I, F_v)
+    add_feature_table(module, "text_table", text_feat, trainable)  # (I, F_t)
+    module.image_proj = linear(image_feat.shape[1], width)
+    module.text_proj = linear(text_feat.shape[1], width)
+
+
+def feature_tensors(model: str, data: Interactions) -> tuple[Tensor, Tensor]:
+    """The image (I, F_v) and text (I, F_t) features of ``data`` as tensors sharing its memory.
+
+    Raises :class:`DataError` (see :func:`require_features`) when the dataset has none.
+    """
+    require_features(model, data)
+    return torch.from_numpy(data.image_feat), torch.from_numpy(data.text_feat)
+
+
+def config_kwargs(params: ModelConfig, *leave_out: str) -> dict[str, Any]:
+    """The fields of ``params`` as keyword arguments, less ``leave_out``.
+
+    Every model's constructor names its hyperparameters as its config does, so ``build``
+    passes them by name and a reordered or added field cannot land in the wrong argument.
+    """
+    return {f.name: getattr(params, f.name) for f in fields(params) if f.name not in leave_out}
+
+
+def add_last_batch_cache(module: nn.Module, n_users: int, n_items: int, width: int) -> None:
+    """Give ``module`` buffers for the representations its last training batch computed.
+
+    ``cached_users`` (U, width), ``cached_items`` (I, width) and the flag ``has_cache``. They
+    are saved with the weights, so the best checkpoint scores as it did when it was validated
+    (models whose reference code evaluates with the last batch's vectors, DRAGON and SLMRec).
+    Fill them with :func:`store_last_batch`.
+    """
+    module.register_buffer("cached_users", torch.zeros(n_users, width))
+    module.register_buffer("cached_items", torch.zeros(n_items, width))
+    module.register_buffer("has_cache", torch.zeros((), dtype=torch.bool))
+
+
+def store_last_batch(module: nn.Module, users: Tensor, items: Tensor) -> None:
+    """Copy a batch's user (U, width) and item (I, width) representations into the cache."""
+    with torch.no_grad():
+        module.cached_users.copy_(users)
+        module.cached_items.copy_(items)
+        module.has_cache.fill_(True)
 
 
 def add_feature_table(module: nn.Module, name: str, feat: Tensor, trainable: bool) -> None:

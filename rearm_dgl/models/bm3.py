@@ -24,13 +24,13 @@ not show either). Batches carry a sampled negative, which BM3 ignores.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from rearm_dgl.config import check
 from rearm_dgl.graphs.propagate import Propagation
 from rearm_dgl.graphs.schema import INTERACTED_BY, INTERACTS, ITEM, USER
 from rearm_dgl.models import registry
@@ -39,9 +39,13 @@ from rearm_dgl.models.base import (
     LossOut,
     ModelConfig,
     Recommender,
-    add_feature_table,
+    add_modality_inputs,
+    check_fields,
+    config_kwargs,
     emb_norm_loss,
-    require_features,
+    feature_tensors,
+    xavier_linear,
+    xavier_parameter,
 )
 
 
@@ -66,17 +70,9 @@ class BM3Config(ModelConfig):
     train_features: bool = True
 
     def __post_init__(self):
-        check(self.embedding_size >= 1, "bm3.embedding_size", "must be >= 1")
-        check(self.n_layers >= 0, "bm3.n_layers", "must be >= 0")
-        check(0.0 <= self.dropout < 1.0, "bm3.dropout", "must be in [0, 1)")
-        check(self.reg_weight >= 0, "bm3.reg_weight", "must be >= 0")
-        check(self.cl_weight >= 0, "bm3.cl_weight", "must be >= 0")
-
-
-def _xavier_normal_linear(n_in: int, n_out: int) -> nn.Linear:
-    layer = nn.Linear(n_in, n_out)  # bias keeps PyTorch's default init
-    nn.init.xavier_normal_(layer.weight)
-    return layer
+        check_fields(self, "bm3", {"embedding_size": ">= 1", "n_layers": ">= 0",
+                                   "dropout": "[0, 1)", "reg_weight": ">= 0",
+                                   "cl_weight": ">= 0"})
 
 
 def _agreement(online: Tensor, target: Tensor) -> Tensor:
@@ -115,20 +111,15 @@ class BM3(Recommender):
         self.n_layers, self.dropout = n_layers, dropout
         self.reg_weight, self.cl_weight = reg_weight, cl_weight
         self.prop = Propagation(graph, [(INTERACTS, 1.0), (INTERACTED_BY, 1.0)])
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, embedding_size)))
-        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, embedding_size)))
-        add_feature_table(self, "image_table", image_feat, train_features)  # (I, F_v)
-        add_feature_table(self, "text_table", text_feat, train_features)  # (I, F_t)
-        self.image_proj = _xavier_normal_linear(image_feat.shape[1], embedding_size)
-        self.text_proj = _xavier_normal_linear(text_feat.shape[1], embedding_size)
-        self.predictor = _xavier_normal_linear(embedding_size, embedding_size)
+        self.user_emb, self.item_emb = xavier_parameter(n_users, embedding_size), xavier_parameter(n_items, embedding_size)
+        add_modality_inputs(self, image_feat, text_feat, train_features, embedding_size,
+                            partial(xavier_linear, normal=True))
+        self.predictor = xavier_linear(embedding_size, embedding_size, normal=True)
 
     @classmethod
     def build(cls, params: BM3Config, data, graph, device) -> BM3:
-        require_features(cls.name, data)
-        model = cls(graph, torch.from_numpy(data.image_feat), torch.from_numpy(data.text_feat),
-                    data.n_users, params.embedding_size, params.n_layers, params.dropout,
-                    params.reg_weight, params.cl_weight, params.train_features)
+        image, text = feature_tensors(cls.name, data)
+        model = cls(graph, image, text, data.n_users, **config_kwargs(params))
         return model.to(device)
 
     def propagate(self) -> tuple[Tensor, Tensor]:

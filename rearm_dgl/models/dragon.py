@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rearm_dgl.config import check
 from rearm_dgl.graphs.cooccurrence import cooccurrence_lists, urn_pad
 from rearm_dgl.graphs.derived import item_knn_graph
 from rearm_dgl.graphs.propagate import Propagation, SparseOperator
@@ -51,8 +50,13 @@ from rearm_dgl.models.base import (
     LossOut,
     ModelConfig,
     Recommender,
+    add_last_batch_cache,
     bpr_loss,
-    require_features,
+    check_fields,
+    config_kwargs,
+    feature_tensors,
+    store_last_batch,
+    xavier_parameter,
 )
 
 
@@ -82,13 +86,10 @@ class DRAGONConfig(ModelConfig):
     eval_embeddings: Literal["cached_last_batch", "recompute"] = "cached_last_batch"
 
     def __post_init__(self):
-        check(self.embedding_size >= 1, "dragon.embedding_size", "must be >= 1")
-        check(self.hidden_size >= 1, "dragon.hidden_size", "must be >= 1")
-        check(self.n_ui_layers >= 0, "dragon.n_ui_layers", "must be >= 0")
-        check(self.n_mm_layers >= 0, "dragon.n_mm_layers", "must be >= 0")
-        check(0.0 <= self.mm_image_weight <= 1.0, "dragon.mm_image_weight", "must be in [0, 1]")
-        check(self.n_user_neighbours >= 1, "dragon.n_user_neighbours", "must be >= 1")
-        check(self.reg_weight >= 0, "dragon.reg_weight", "must be >= 0")
+        check_fields(self, "dragon", {
+            "embedding_size": ">= 1", "hidden_size": ">= 1", "n_ui_layers": ">= 0",
+            "n_mm_layers": ">= 0", "mm_image_weight": "[0, 1]", "n_user_neighbours": ">= 1",
+            "reg_weight": ">= 0"})
 
 
 def user_graph_weights(counts: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -141,8 +142,8 @@ class DRAGON(Recommender):
         # Raw features, frozen (the reference creates trainable copies its forward never reads).
         self.register_buffer("image_feat", image_feat.clone(), persistent=False)
         self.register_buffer("text_feat", text_feat.clone(), persistent=False)
-        self.image_pref = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, embedding_size)))
-        self.text_pref = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, embedding_size)))
+        self.image_pref = xavier_parameter(n_users, embedding_size, normal=True)
+        self.text_pref = xavier_parameter(n_users, embedding_size, normal=True)
         self.image_mlp = nn.Sequential(nn.Linear(image_feat.shape[1], hidden_size),
                                        nn.LeakyReLU(0.01), nn.Linear(hidden_size, embedding_size))
         self.text_mlp = nn.Sequential(nn.Linear(text_feat.shape[1], hidden_size),
@@ -161,20 +162,14 @@ class DRAGON(Recommender):
 
         # What the last training batch computed, saved with the weights (for evaluation).
         width = 2 * embedding_size
-        self.register_buffer("cached_users", torch.zeros(n_users, width))
-        self.register_buffer("cached_items", torch.zeros(n_items, width))
-        self.register_buffer("has_cache", torch.zeros((), dtype=torch.bool))
+        add_last_batch_cache(self, n_users, n_items, width)
 
     @classmethod
     def build(cls, params: DRAGONConfig, data, graph, device) -> DRAGON:
-        require_features(cls.name, data)
+        image, text = feature_tensors(cls.name, data)
         # The sampling seed comes from the global generator, which the trainer seeds.
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
-        model = cls(graph, data.train_csr, torch.from_numpy(data.image_feat),
-                    torch.from_numpy(data.text_feat), params.embedding_size,
-                    params.hidden_size, params.n_ui_layers, params.n_mm_layers,
-                    params.mm_image_weight, params.n_user_neighbours, params.reg_weight,
-                    params.eval_embeddings, seed)
+        model = cls(graph, data.train_csr, image, text, **config_kwargs(params), seed=seed)
         return model.to(device)
 
     def sample_user_graph(self, epoch: int) -> SparseOperator:
@@ -217,10 +212,7 @@ class DRAGON(Recommender):
 
     def loss(self, batch: Batch) -> LossOut:
         users, items = self.forward_all()
-        with torch.no_grad():
-            self.cached_users.copy_(users)
-            self.cached_items.copy_(items)
-            self.has_cache.fill_(True)
+        store_last_batch(self, users, items)
         u = users[batch.users]  # (B, 2d)
         pos, neg = (u * items[batch.pos]).sum(-1), (u * items[batch.neg]).sum(-1)
         bpr = bpr_loss(pos, neg) / math.log(2.0)  # the reference's log base 2

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from rearm_dgl.config import check
 from rearm_dgl.graphs.derived import interaction_graph, item_knn_graph
@@ -51,9 +51,13 @@ from rearm_dgl.models.base import (
     LossOut,
     ModelConfig,
     Recommender,
+    add_modality_inputs,
     bpr_loss,
+    check_fields,
+    config_kwargs,
+    feature_tensors,
     fused_optimizer,
-    require_features,
+    xavier_parameter,
 )
 
 _EPS = 1e-7  # added to degrees before the inverse square root, so isolated nodes give 0
@@ -86,12 +90,9 @@ class FREEDOMConfig(ModelConfig):
         check(self.embedding_size >= 1, "freedom.embedding_size", "must be >= 1")
         check(self.feat_embed_dim == self.embedding_size, "freedom.feat_embed_dim",
                "must equal freedom.embedding_size (users are scored against projected features)")
-        check(self.n_mm_layers >= 0, "freedom.n_mm_layers", "must be >= 0")
-        check(self.n_ui_layers >= 0, "freedom.n_ui_layers", "must be >= 0")
-        check(0.0 <= self.mm_image_weight <= 1.0, "freedom.mm_image_weight",
-               "must be in [0, 1]")
-        check(0.0 <= self.dropout < 1.0, "freedom.dropout", "must be in [0, 1)")
-        check(self.reg_weight >= 0, "freedom.reg_weight", "must be >= 0")
+        check_fields(self, "freedom", {"n_mm_layers": ">= 0", "n_ui_layers": ">= 0",
+                                       "mm_image_weight": "[0, 1]", "dropout": "[0, 1)",
+                                       "reg_weight": ">= 0"})
 
 
 def sym_norm_weights(rows: Tensor, cols: Tensor, n_rows: int, n_cols: int) -> Tensor:
@@ -141,14 +142,10 @@ class FREEDOM(Recommender):
         self.dropout, self.reg_weight = dropout, reg_weight
         self.seed = int(seed)
 
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, embedding_size)))
-        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, embedding_size)))
+        self.user_emb, self.item_emb = xavier_parameter(n_users, embedding_size), xavier_parameter(n_items, embedding_size)
         # Raw feature tables are trainable, initialised with the features (as the paper's
         # reference implementation does); the projections map them to d.
-        self.image_table = nn.Parameter(image_feat.clone())  # (I, F_v)
-        self.text_table = nn.Parameter(text_feat.clone())  # (I, F_t)
-        self.image_proj = nn.Linear(image_feat.shape[1], embedding_size)
-        self.text_proj = nn.Linear(text_feat.shape[1], embedding_size)
+        add_modality_inputs(self, image_feat, text_feat, True, embedding_size)
 
         self.item_prop = Propagation(
             item_knn_graph(graph, (ITEM_SEMANTIC_IMAGE, ITEM_SEMANTIC_TEXT), "binary"),
@@ -168,13 +165,12 @@ class FREEDOM(Recommender):
 
     @classmethod
     def build(cls, params: FREEDOMConfig, data, graph, device) -> FREEDOM:
-        require_features(cls.name, data)
+        image, text = feature_tensors(cls.name, data)
         # The pruning seed comes from the global generator, which the trainer seeds.
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
-        model = cls(graph, torch.from_numpy(data.train), torch.from_numpy(data.image_feat),
-                    torch.from_numpy(data.text_feat), data.n_users, params.embedding_size,
-                    params.n_mm_layers, params.n_ui_layers, params.mm_image_weight,
-                    params.dropout, params.reg_weight, seed)
+        # feat_embed_dim is not an argument: the config holds it equal to embedding_size.
+        model = cls(graph, torch.from_numpy(data.train), image, text, data.n_users,
+                    **config_kwargs(params, "feat_embed_dim"), seed=seed)
         return model.to(device)
 
     def prune(self, epoch: int) -> tuple[Tensor, Tensor]:

@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rearm_dgl.config import check
 from rearm_dgl.graphs.derived import knn_values, rowsum_sym_norm, rw_self_loop_graph
 from rearm_dgl.graphs.knn import knn_graph_differentiable
 from rearm_dgl.graphs.propagate import Propagation, SparseOperator
@@ -54,10 +53,14 @@ from rearm_dgl.models.base import (
     LossOut,
     ModelConfig,
     Recommender,
-    add_feature_table,
+    add_modality_inputs,
     bpr_loss,
+    check_fields,
+    config_kwargs,
+    feature_tensors,
     half_sq_norm_loss,
-    require_features,
+    step_decay,
+    xavier_parameter,
 )
 
 Entries = tuple[Tensor, Tensor, Tensor]  # rows, cols, values of a sparse (I, I) matrix
@@ -90,14 +93,10 @@ class LATTICEConfig(ModelConfig):
     lr_decay_epochs: int = 50
 
     def __post_init__(self):
-        check(self.embedding_size >= 1, "lattice.embedding_size", "must be >= 1")
-        check(self.feat_embed_dim >= 1, "lattice.feat_embed_dim", "must be >= 1")
-        check(self.n_ui_layers >= 0, "lattice.n_ui_layers", "must be >= 0")
-        check(self.n_layers >= 0, "lattice.n_layers", "must be >= 0")
-        check(0.0 <= self.lambda_coeff <= 1.0, "lattice.lambda_coeff", "must be in [0, 1]")
-        check(self.reg_weight >= 0, "lattice.reg_weight", "must be >= 0")
-        check(0.0 < self.lr_decay <= 1.0, "lattice.lr_decay", "must be in (0, 1]")
-        check(self.lr_decay_epochs >= 1, "lattice.lr_decay_epochs", "must be >= 1")
+        check_fields(self, "lattice", {
+            "embedding_size": ">= 1", "feat_embed_dim": ">= 1", "n_ui_layers": ">= 0",
+            "n_layers": ">= 0", "lambda_coeff": "[0, 1]", "reg_weight": ">= 0",
+            "lr_decay": "(0, 1]", "lr_decay_epochs": ">= 1"})
 
 
 def spmm(entries: Entries, x: Tensor) -> Tensor:
@@ -146,12 +145,8 @@ class LATTICE(Recommender):
         self.lr_decay, self.lr_decay_epochs = lr_decay, lr_decay_epochs
         self.k = max(1, graph.num_edges(ITEM_SEMANTIC_IMAGE) // max(n_items, 1))
 
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, embedding_size)))
-        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, embedding_size)))
-        add_feature_table(self, "image_table", image_feat, train_features)  # (I, F_v)
-        add_feature_table(self, "text_table", text_feat, train_features)  # (I, F_t)
-        self.image_proj = nn.Linear(image_feat.shape[1], feat_embed_dim)
-        self.text_proj = nn.Linear(text_feat.shape[1], feat_embed_dim)
+        self.user_emb, self.item_emb = xavier_parameter(n_users, embedding_size), xavier_parameter(n_items, embedding_size)
+        add_modality_inputs(self, image_feat, text_feat, train_features, feat_embed_dim)
         self.modal_weight = nn.Parameter(torch.tensor([0.5, 0.5]))  # omega: image, text
 
         # The fixed graphs N(kNN(cos X_m)), from the heterograph's kNN neighbours.
@@ -168,19 +163,16 @@ class LATTICE(Recommender):
 
     @classmethod
     def build(cls, params: LATTICEConfig, data, graph, device) -> LATTICE:
-        require_features(cls.name, data)
-        model = cls(graph, torch.from_numpy(data.train), torch.from_numpy(data.image_feat),
-                    torch.from_numpy(data.text_feat), data.n_users, params.embedding_size,
-                    params.feat_embed_dim, params.n_ui_layers, params.n_layers,
-                    params.lambda_coeff, params.reg_weight, params.train_features,
-                    params.lr_decay, params.lr_decay_epochs)
+        image, text = feature_tensors(cls.name, data)
+        model = cls(graph, torch.from_numpy(data.train), image, text, data.n_users,
+                    **config_kwargs(params))
         return model.to(device)
 
     def start_epoch(self, epoch: int) -> None:
         self._rebuild = True
 
     def lr_scale(self, epoch: int) -> float:
-        return self.lr_decay ** ((epoch - 1) / self.lr_decay_epochs)
+        return step_decay(self.lr_decay, self.lr_decay_epochs, epoch)
 
     def item_graph(self) -> Entries:
         """The entries of S from the current parameters (differentiable unless no_grad)."""

@@ -45,9 +45,11 @@ from rearm_dgl.models.base import (
     Recommender,
     add_feature_table,
     bpr_loss,
+    check_fields,
     emb_norm_loss,
+    feature_tensors,
     info_nce,
-    require_features,
+    xavier_parameter,
 )
 
 TAU = 0.2  # Gumbel-softmax and contrastive temperature, fixed in the reference code
@@ -84,15 +86,10 @@ class LGMRecConfig(ModelConfig):
     eval_gumbel: Literal["sample", "none"] = "sample"
 
     def __post_init__(self):
-        check(self.embedding_size >= 1, "lgmrec.embedding_size", "must be >= 1")
-        check(self.n_ui_layers >= 0, "lgmrec.n_ui_layers", "must be >= 0")
-        check(self.n_mm_layers >= 0, "lgmrec.n_mm_layers", "must be >= 0")
-        check(self.n_hyper_layer >= 1, "lgmrec.n_hyper_layer", "must be >= 1")
-        check(self.hyper_num >= 1, "lgmrec.hyper_num", "must be >= 1")
-        check(0.0 < self.keep_rate <= 1.0, "lgmrec.keep_rate", "must be in (0, 1]")
-        check(self.alpha >= 0, "lgmrec.alpha", "must be >= 0")
-        check(self.cl_weight >= 0, "lgmrec.cl_weight", "must be >= 0")
-        check(self.reg_weight >= 0, "lgmrec.reg_weight", "must be >= 0")
+        check_fields(self, "lgmrec", {
+            "embedding_size": ">= 1", "n_ui_layers": ">= 0", "n_mm_layers": ">= 0",
+            "n_hyper_layer": ">= 1", "hyper_num": ">= 1", "keep_rate": "(0, 1]",
+            "alpha": ">= 0", "cl_weight": ">= 0", "reg_weight": ">= 0"})
         check(self.eval_gumbel in ("sample", "none"), "lgmrec.eval_gumbel",
                f"must be 'sample' or 'none', got {self.eval_gumbel!r}")
 
@@ -157,10 +154,7 @@ class LGMRec(Recommender):
                              persistent=False)  # (U, 1)
         add_feature_table(self, "image_feat", image_feat, trainable=False)  # (I, F_v)
         add_feature_table(self, "text_feat", text_feat, trainable=False)  # (I, F_t)
-
-        def xavier(*shape: int) -> nn.Parameter:
-            return nn.Parameter(nn.init.xavier_uniform_(torch.empty(*shape)))
-
+        xavier = xavier_parameter
         self.user_emb, self.item_emb = xavier(n_users, d), xavier(n_items, d)
         self.image_trs, self.text_trs = xavier(image_feat.shape[1], d), xavier(text_feat.shape[1], d)
         self.image_hyper = xavier(image_feat.shape[1], p.hyper_num)
@@ -172,9 +166,8 @@ class LGMRec(Recommender):
 
     @classmethod
     def build(cls, params: LGMRecConfig, data, graph, device) -> LGMRec:
-        require_features(cls.name, data)
-        model = cls(graph, data.train, torch.from_numpy(data.image_feat),
-                    torch.from_numpy(data.text_feat), data.n_users, params)
+        image, text = feature_tensors(cls.name, data)
+        model = cls(graph, data.train, image, text, data.n_users, params)
         return model.to(device)
 
     def _assign(self, logits: Tensor, generator: torch.Generator | None) -> Tensor:

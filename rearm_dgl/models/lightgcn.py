@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from rearm_dgl.config import check
 from rearm_dgl.graphs.propagate import Propagation
 from rearm_dgl.graphs.schema import INTERACTED_BY, INTERACTS, ITEM, USER
 from rearm_dgl.models import registry
@@ -30,8 +29,11 @@ from rearm_dgl.models.base import (
     ModelConfig,
     Recommender,
     bpr_loss,
+    check_fields,
+    config_kwargs,
     emb_norm_loss,
     fused_optimizer,
+    xavier_parameter,
 )
 
 
@@ -50,9 +52,8 @@ class LightGCNConfig(ModelConfig):
     reg_weight: float = 1e-4
 
     def __post_init__(self):
-        check(self.embedding_size >= 1, "lightgcn.embedding_size", "must be >= 1")
-        check(self.n_layers >= 0, "lightgcn.n_layers", "must be >= 0")
-        check(self.reg_weight >= 0, "lightgcn.reg_weight", "must be >= 0")
+        check_fields(self, "lightgcn", {"embedding_size": ">= 1", "n_layers": ">= 0",
+                                        "reg_weight": ">= 0"})
 
 
 @registry.register
@@ -81,13 +82,11 @@ class LightGCN(Recommender):
         self.reg_weight = reg_weight
         self.prop = Propagation(graph, [(INTERACTS, 1.0), (INTERACTED_BY, 1.0)])
         # Xavier-uniform initialisation, as the MMRec benchmark does for LightGCN.
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, embedding_size)))
-        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, embedding_size)))
+        self.user_emb, self.item_emb = xavier_parameter(n_users, embedding_size), xavier_parameter(n_items, embedding_size)
 
     @classmethod
     def build(cls, params: LightGCNConfig, data, graph, device) -> LightGCN:
-        model = cls(graph, data.n_users, data.n_items, params.embedding_size, params.n_layers,
-                    params.reg_weight)
+        model = cls(graph, data.n_users, data.n_items, **config_kwargs(params))
         return model.to(device)
 
     def propagate(self) -> tuple[Tensor, Tensor]:

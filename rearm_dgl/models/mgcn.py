@@ -29,7 +29,6 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from rearm_dgl.config import check
 from rearm_dgl.graphs.derived import item_knn_graph
 from rearm_dgl.graphs.propagate import Propagation
 from rearm_dgl.graphs.schema import (
@@ -46,11 +45,15 @@ from rearm_dgl.models.base import (
     LossOut,
     ModelConfig,
     Recommender,
-    add_feature_table,
+    add_modality_inputs,
     bpr_loss,
+    check_fields,
+    config_kwargs,
+    feature_tensors,
     half_sq_norm_loss,
     info_nce,
-    require_features,
+    step_decay,
+    xavier_parameter,
 )
 
 
@@ -81,14 +84,10 @@ class MGCNConfig(ModelConfig):
     lr_decay_epochs: int = 50
 
     def __post_init__(self):
-        check(self.embedding_size >= 1, "mgcn.embedding_size", "must be >= 1")
-        check(self.n_ui_layers >= 0, "mgcn.n_ui_layers", "must be >= 0")
-        check(self.n_layers >= 0, "mgcn.n_layers", "must be >= 0")
-        check(self.reg_weight >= 0, "mgcn.reg_weight", "must be >= 0")
-        check(self.cl_loss >= 0, "mgcn.cl_loss", "must be >= 0")
-        check(self.cl_tau > 0, "mgcn.cl_tau", "must be > 0")
-        check(0.0 < self.lr_decay <= 1.0, "mgcn.lr_decay", "must be in (0, 1]")
-        check(self.lr_decay_epochs >= 1, "mgcn.lr_decay_epochs", "must be >= 1")
+        check_fields(self, "mgcn", {
+            "embedding_size": ">= 1", "n_ui_layers": ">= 0", "n_layers": ">= 0",
+            "reg_weight": ">= 0", "cl_loss": ">= 0", "cl_tau": "> 0", "lr_decay": "(0, 1]",
+            "lr_decay_epochs": ">= 1"})
 
 
 @registry.register
@@ -128,12 +127,8 @@ class MGCN(Recommender):
         self.reg_weight, self.cl_loss, self.cl_tau = reg_weight, cl_loss, cl_tau
         self.lr_decay, self.lr_decay_epochs = lr_decay, lr_decay_epochs
 
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, d)))
-        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, d)))
-        add_feature_table(self, "image_table", image_feat, train_features)  # (I, F_v)
-        add_feature_table(self, "text_table", text_feat, train_features)  # (I, F_t)
-        self.image_proj = nn.Linear(image_feat.shape[1], d)
-        self.text_proj = nn.Linear(text_feat.shape[1], d)
+        self.user_emb, self.item_emb = xavier_parameter(n_users, d), xavier_parameter(n_items, d)
+        add_modality_inputs(self, image_feat, text_feat, train_features, d)
         self.image_gate, self.text_gate = nn.Linear(d, d), nn.Linear(d, d)
         self.query = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
         self.image_pref, self.text_pref = nn.Linear(d, d), nn.Linear(d, d)
@@ -146,15 +141,12 @@ class MGCN(Recommender):
 
     @classmethod
     def build(cls, params: MGCNConfig, data, graph, device) -> MGCN:
-        require_features(cls.name, data)
-        model = cls(graph, torch.from_numpy(data.image_feat), torch.from_numpy(data.text_feat),
-                    data.n_users, params.embedding_size, params.n_ui_layers, params.n_layers,
-                    params.reg_weight, params.cl_loss, params.cl_tau, params.train_features,
-                    params.lr_decay, params.lr_decay_epochs)
+        image, text = feature_tensors(cls.name, data)
+        model = cls(graph, image, text, data.n_users, **config_kwargs(params))
         return model.to(device)
 
     def lr_scale(self, epoch: int) -> float:
-        return self.lr_decay ** ((epoch - 1) / self.lr_decay_epochs)
+        return step_decay(self.lr_decay, self.lr_decay_epochs, epoch)
 
     def purified(self) -> tuple[Tensor, Tensor]:
         """The gated item ID embeddings E^_v, E^_t (I, d) each."""

@@ -39,8 +39,10 @@ from rearm_dgl.models.base import (
     ModelConfig,
     Recommender,
     bpr_loss,
+    check_fields,
     fused_optimizer,
     require_features,
+    xavier_linear,
 )
 
 if TYPE_CHECKING:
@@ -124,26 +126,18 @@ class REARMConfig(ModelConfig):
     use_layernorm: bool = True
 
     def __post_init__(self):
-        _check(self.embedding_size >= 1, "embedding_size", "must be >= 1")
-        for key in ("n_layers", "n_uu_layers", "n_ii_layers"):
-            _check(getattr(self, key) >= 0, key, "must be >= 0")
-        _check(self.rank >= 1, "rank", "must be >= 1")
-        for key in ("s_drop", "m_drop", "u_mm_image_weight", "i_mm_image_weight",
-                    "uu_co_weight", "ii_co_weight"):
-            _check(0.0 <= getattr(self, key) <= 1.0, key, "must be in [0, 1]")
-        _check(self.cl_tmp > 0, "cl_tmp", "must be > 0")
-        for key in ("cl_loss_weight", "diff_loss_weight", "reg_weight"):
-            _check(getattr(self, key) >= 0, key, "must be >= 0")
-        _check(self.use_user_co or self.use_user_interest, "use_user_interest",
-               "G_u needs co-occurrence or the interest graph; to drop both set "
-               "rearm.use_homography=false instead")
-        _check(self.use_item_co or self.use_item_semantic, "use_item_semantic",
-               "G_i needs co-occurrence or the semantic graph; to drop both set "
-               "rearm.use_homography=false instead")
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    check(ok, f"rearm.{key}", message)
+        check_fields(self, "rearm", {
+            "embedding_size": ">= 1", "n_layers": ">= 0", "n_uu_layers": ">= 0",
+            "n_ii_layers": ">= 0", "rank": ">= 1", "s_drop": "[0, 1]", "m_drop": "[0, 1]",
+            "u_mm_image_weight": "[0, 1]", "i_mm_image_weight": "[0, 1]",
+            "uu_co_weight": "[0, 1]", "ii_co_weight": "[0, 1]", "cl_tmp": "> 0",
+            "cl_loss_weight": ">= 0", "diff_loss_weight": ">= 0", "reg_weight": ">= 0"})
+        check(self.use_user_co or self.use_user_interest, "rearm.use_user_interest",
+              "G_u needs co-occurrence or the interest graph; to drop both set "
+              "rearm.use_homography=false instead")
+        check(self.use_item_co or self.use_item_semantic, "rearm.use_item_semantic",
+              "G_i needs co-occurrence or the semantic graph; to drop both set "
+              "rearm.use_homography=false instead")
 
 
 def _first_occurrence(ids: Tensor) -> Tensor:
@@ -292,10 +286,10 @@ class REARM(Recommender):
         self.item_text = nn.Parameter(item_text.detach().clone().float())
         self.user_image = nn.Parameter(user_image.detach().clone().float())
         self.user_text = nn.Parameter(user_text.detach().clone().float())
-        self.proj_item_image = _xavier_linear(item_image.shape[1], d)
-        self.proj_item_text = _xavier_linear(item_text.shape[1], d)
-        self.proj_user_image = _xavier_linear(user_image.shape[1], d)
-        self.proj_user_text = _xavier_linear(user_text.shape[1], d)
+        self.proj_item_image = xavier_linear(item_image.shape[1], d, normal=True)
+        self.proj_item_text = xavier_linear(item_text.shape[1], d, normal=True)
+        self.proj_user_image = xavier_linear(user_image.shape[1], d, normal=True)
+        self.proj_user_text = xavier_linear(user_text.shape[1], d, normal=True)
 
         self.self_attn_image = TokenAttention(p.s_drop)
         self.self_attn_text = TokenAttention(p.s_drop)
@@ -463,12 +457,6 @@ def reuse_freed_memory() -> bool:
                     and libc.mallopt(_M_TRIM_THRESHOLD, _INT_MAX))
     except (OSError, AttributeError):
         return False
-
-
-def _xavier_linear(n_in: int, n_out: int) -> nn.Linear:
-    layer = nn.Linear(n_in, n_out)
-    nn.init.xavier_normal_(layer.weight)
-    return layer
 
 
 def _homograph(co, image, text, co_weight: float, image_weight: float, use_co: bool,

@@ -30,7 +30,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from rearm_dgl.config import check
 from rearm_dgl.graphs.propagate import Propagation
@@ -42,9 +42,15 @@ from rearm_dgl.models.base import (
     ModelConfig,
     Recommender,
     add_feature_table,
+    add_last_batch_cache,
+    check_fields,
+    config_kwargs,
+    feature_tensors,
     fused_optimizer,
     info_nce,
-    require_features,
+    store_last_batch,
+    xavier_linear,
+    xavier_parameter,
 )
 
 
@@ -74,17 +80,8 @@ class SLMRecConfig(ModelConfig):
     def __post_init__(self):
         check(self.embedding_size >= 2, "slmrec.embedding_size",
                "must be >= 2 (the last FAC heads have width embedding_size / 2)")
-        check(self.n_layers >= 0, "slmrec.n_layers", "must be >= 0")
-        check(self.temp > 0, "slmrec.temp", "must be > 0")
-        check(self.ssl_temp > 0, "slmrec.ssl_temp", "must be > 0")
-        check(self.ssl_alpha >= 0, "slmrec.ssl_alpha", "must be >= 0")
-        check(self.weight_decay >= 0, "slmrec.weight_decay", "must be >= 0")
-
-
-def _xavier_uniform_linear(n_in: int, n_out: int) -> nn.Linear:
-    layer = nn.Linear(n_in, n_out)  # bias keeps PyTorch's default init
-    nn.init.xavier_uniform_(layer.weight)
-    return layer
+        check_fields(self, "slmrec", {"n_layers": ">= 0", "temp": "> 0", "ssl_temp": "> 0",
+                                      "ssl_alpha": ">= 0", "weight_decay": ">= 0"})
 
 
 @registry.register
@@ -121,33 +118,28 @@ class SLMRec(Recommender):
         self.temp, self.ssl_temp, self.ssl_alpha = temp, ssl_temp, ssl_alpha
         self.weight_decay, self.eval_cached = weight_decay, eval_cached
         self.prop = Propagation(graph, [(INTERACTS, 1.0), (INTERACTED_BY, 1.0)])
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, d)))
-        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, d)))
+        self.user_emb, self.item_emb = xavier_parameter(n_users, d), xavier_parameter(n_items, d)
         # Row-normalised once, then frozen.
         add_feature_table(self, "image_feat", F.normalize(image_feat, dim=1), trainable=False)
         add_feature_table(self, "text_feat", F.normalize(text_feat, dim=1), trainable=False)
-        self.image_dense = _xavier_uniform_linear(image_feat.shape[1], d)
-        self.text_dense = _xavier_uniform_linear(text_feat.shape[1], d)
-        self.user_fuse = _xavier_uniform_linear(3 * d, d)
-        self.item_fuse = _xavier_uniform_linear(3 * d, d)
+        self.image_dense = xavier_linear(image_feat.shape[1], d)
+        self.text_dense = xavier_linear(text_feat.shape[1], d)
+        self.user_fuse = xavier_linear(3 * d, d)
+        self.item_fuse = xavier_linear(3 * d, d)
         # FAC heads: ID -> visual, then a further chain ID -> textual.
-        self.head_iv = _xavier_uniform_linear(d, d)
-        self.head_v = _xavier_uniform_linear(d, d)
-        self.head_iva = _xavier_uniform_linear(d, d)
-        self.head_ivat = _xavier_uniform_linear(d, d // 2)
-        self.head_t = _xavier_uniform_linear(d, d // 2)
+        self.head_iv = xavier_linear(d, d)
+        self.head_v = xavier_linear(d, d)
+        self.head_iva = xavier_linear(d, d)
+        self.head_ivat = xavier_linear(d, d // 2)
+        self.head_t = xavier_linear(d, d // 2)
         # The fused vectors of the last training batch, for evaluation (eval_cached); kept in
         # the state dict so the best checkpoint scores as it did when it was validated.
-        self.register_buffer("cached_users", torch.zeros(n_users, d))
-        self.register_buffer("cached_items", torch.zeros(n_items, d))
-        self.register_buffer("has_cache", torch.zeros((), dtype=torch.bool))
+        add_last_batch_cache(self, n_users, n_items, d)
 
     @classmethod
     def build(cls, params: SLMRecConfig, data, graph, device) -> SLMRec:
-        require_features(cls.name, data)
-        model = cls(graph, torch.from_numpy(data.image_feat), torch.from_numpy(data.text_feat),
-                    data.n_users, params.embedding_size, params.n_layers, params.temp,
-                    params.ssl_temp, params.ssl_alpha, params.weight_decay, params.eval_cached)
+        image, text = feature_tensors(cls.name, data)
+        model = cls(graph, image, text, data.n_users, **config_kwargs(params))
         return model.to(device)
 
     def branches(self) -> tuple[Tensor, Tensor]:
@@ -190,10 +182,7 @@ class SLMRec(Recommender):
     def loss(self, batch: Batch) -> LossOut:
         users, items, g_i = self._fused()
         if self.training:
-            with torch.no_grad():
-                self.cached_users.copy_(users)
-                self.cached_items.copy_(items)
-                self.has_cache.fill_(True)
+            store_last_batch(self, users, items)
         main = info_nce(users[batch.users], items[batch.pos], self.temp)  # sampled negs unused
         ssl = self.ssl_alpha * self.fac_loss(g_i[batch.pos])
         return LossOut(main + ssl, {"main": main.detach(), "ssl": ssl.detach()})

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rearm_dgl.config import check
 from rearm_dgl.models import registry
 from rearm_dgl.models.base import (
     Batch,
@@ -29,6 +28,8 @@ from rearm_dgl.models.base import (
     ModelConfig,
     Recommender,
     bpr_loss,
+    check_fields,
+    config_kwargs,
     emb_norm_loss,
     fused_optimizer,
     require_features,
@@ -48,8 +49,7 @@ class VBPRConfig(ModelConfig):
     reg_weight: float = 1e-4
 
     def __post_init__(self):
-        check(self.embedding_size >= 1, "vbpr.embedding_size", "must be >= 1")
-        check(self.reg_weight >= 0, "vbpr.reg_weight", "must be >= 0")
+        check_fields(self, "vbpr", {"embedding_size": ">= 1", "reg_weight": ">= 0"})
 
 
 @registry.register
@@ -88,8 +88,7 @@ class VBPR(Recommender):
     def build(cls, params: VBPRConfig, data, graph, device) -> VBPR:
         require_features(cls.name, data)
         feats = np.concatenate([data.text_feat, data.image_feat], axis=1).astype(np.float32)
-        model = cls(torch.from_numpy(feats), data.n_users, params.embedding_size,
-                    params.reg_weight)
+        model = cls(torch.from_numpy(feats), data.n_users, **config_kwargs(params))
         return model.to(device)
 
     def item_repr(self, items: Tensor | None = None) -> Tensor:
