@@ -351,9 +351,10 @@ def curves_figure(frame: RunFrame, records: Sequence[RunRecord], path: Path,
                     mean, sd = (np.array(v) for v in zip(*(_mean_std(x) for x in vals)))
                     lo, hi = mean - sd, mean + sd
                     ax = axes[row, j]
-                    # Distinct dashes and markers keep overlapping curves apart.
+                    # Distinct dashes and markers keep overlapping curves apart; past the
+                    # palette's 10 colours the dash pattern shifts, so no two models share both.
                     (line,) = ax.plot(ep, mean, color=PALETTE[k % 10],
-                                      linestyle=LINESTYLES[k % len(LINESTYLES)],
+                                      linestyle=LINESTYLES[(k + k // 10) % len(LINESTYLES)],
                                       marker=MARKERS[k % len(MARKERS)] if len(ep) < 12 else None,
                                       ms=4, label=name)
                     ax.fill_between(ep, lo, hi, color=PALETTE[k % 10], alpha=0.2, linewidth=0)
