@@ -173,20 +173,26 @@ class LGMRec(Recommender):
     def _assign(self, logits: Tensor, generator: torch.Generator | None) -> Tensor:
         """Row-wise soft hyperedge assignments of (n, H) logits: softmax((logits + g) / tau).
 
-        ``g`` is Gumbel(0, 1) noise drawn from ``generator`` (the global one when None), or
-        zero when evaluating with ``eval_gumbel: none``.
+        ``g`` is Gumbel(0, 1) noise drawn from ``generator`` (the global one on the logits'
+        device when None), or zero when evaluating with ``eval_gumbel: none``. A given
+        generator is a CPU one and the noise moves to the logits' device, so a checkpoint
+        scores the same on every device.
         """
         if not self.training and self.p.eval_gumbel == "none":
             return torch.softmax(logits / TAU, dim=1)
-        gumbel = -torch.empty_like(logits).exponential_(generator=generator).log()
-        return torch.softmax((logits + gumbel) / TAU, dim=1)
+        if generator is None:
+            noise = torch.empty_like(logits).exponential_()
+        else:
+            noise = torch.empty(logits.shape, dtype=logits.dtype).exponential_(
+                generator=generator).to(logits.device, non_blocking=True)
+        return torch.softmax((logits - noise.log()) / TAU, dim=1)
 
-    def _eval_generator(self, device: torch.device) -> torch.Generator | None:
-        """In evaluation, a generator seeded from the weights' own seed: the noise is drawn
-        as in the reference, but one checkpoint always scores the same."""
+    def _eval_generator(self) -> torch.Generator | None:
+        """In evaluation, a CPU generator seeded from the weights' own seed: the noise is
+        drawn as in the reference, but one checkpoint always scores the same, on any device."""
         if self.training:
             return None
-        return torch.Generator(device=device).manual_seed(int(self.eval_noise_seed))
+        return torch.Generator().manual_seed(int(self.eval_noise_seed))
 
     def forward(self) -> tuple[Tensor, Tensor, dict[str, tuple[Tensor, Tensor]]]:
         """Final users (U, d), items (I, d), and per modality the hyper outputs (Z_u, X_i)."""
@@ -206,7 +212,7 @@ class LGMRec(Recommender):
         local_i = c[ITEM] + sum(F.normalize(t, dim=1) for t in g[ITEM].split(d, dim=1))
 
         hyper: dict[str, tuple[Tensor, Tensor]] = {}
-        gen = self._eval_generator(c[ITEM].device)
+        gen = self._eval_generator()
         for k, m in enumerate(("v", "t")):
             cols = slice(2 * d + k * h, 2 * d + (k + 1) * h)
             a_i = self.hyper_drop(self._assign(items[:, cols], gen))  # (I, H)
