@@ -1,8 +1,13 @@
 """Seeded BPR batches: every training pair once per epoch, one uniform negative each.
 
     sampler = BPRSampler(data, negatives="all_known", batch_size=2048, seed=2025)
-    for batch in sampler.batches(epoch):   # Batch(users, pos, neg), long tensors (B,)
+    for batch in sampler.batches(epoch, device):   # Batch(users, pos, neg), long (B,)
         ...
+
+An epoch's triples reach the device in one copy; its batches are views of it. A copy per
+batch would make the host wait for the device before every batch (a copy from pageable
+memory synchronises its stream), so launching one batch could never overlap the last one's
+kernels.
 
 An epoch's batches depend only on ``(seed, epoch)``, so a run resumed at epoch ``e`` draws
 exactly the batches the uninterrupted run would have drawn.
@@ -121,9 +126,19 @@ class BPRSampler:
         users = self._users[order]
         return users, self._pos[order], self.sample_negatives(users, rng)
 
-    def batches(self, epoch: int) -> Iterator[Batch]:
-        """Yield the epoch's batches as :class:`~rearm_dgl.models.base.Batch` (CPU tensors)."""
-        users, pos, neg = (torch.from_numpy(a) for a in self.epoch_arrays(epoch))
+    def batches(self, epoch: int, device: torch.device | str | None = None
+                ) -> Iterator[Batch]:
+        """Yield the epoch's batches as :class:`~rearm_dgl.models.base.Batch`.
+
+        Args:
+            epoch: The epoch, which with the seed fixes the order and the negatives.
+            device: Where the batches live (default: the CPU). The whole epoch is copied
+                there at once, so the loop over batches does no transfer of its own.
+        """
+        triples = torch.from_numpy(np.stack(self.epoch_arrays(epoch)))  # (3, N)
+        if device is not None:
+            triples = triples.to(device)
+        users, pos, neg = triples
         for start in range(0, self.n_pairs, self.batch_size):
             end = start + self.batch_size
             yield Batch(users[start:end], pos[start:end], neg[start:end])

@@ -341,12 +341,12 @@ def _fit(cfg: RunConfig, checkpoint: dict[str, Any] | None, resuming: bool, run_
             model.train()
             model.start_epoch(epoch)
 
-            # Train one epoch of BPR batches. Losses are summed as device tensors: no host
-            # sync inside the batch loop.
+            # Train one epoch of BPR batches, copied to the device once per epoch. Losses are
+            # summed as device tensors: no host sync inside the batch loop.
             sums: dict[str, torch.Tensor] = {}
             n_batches = 0
-            for batch in sampler.batches(epoch):
-                out = model.loss(batch.to(device))
+            for batch in sampler.batches(epoch, device):
+                out = model.loss(batch)
                 optimizer.zero_grad(set_to_none=True)
                 out.total.backward()
                 optimizer.step()

@@ -99,3 +99,20 @@ def test_scalar_reads_per_epoch_do_not_grow_with_batches(tiny_data, tmp_path, de
         reads[n_batches] = rec.calls["_local_scalar_dense"]
     assert len(reads) == 2 and max(reads) >= 5
     assert len(set(reads.values())) == 1, f"scalar reads by number of batches: {reads}"
+
+
+def test_fit_hands_the_device_to_the_sampler(tiny_data, tmp_path, monkeypatch):
+    """The trainer asks for each epoch's batches on its device (one copy per epoch)."""
+    from rearm_dgl.sampling import BPRSampler
+
+    asked = []
+    original = BPRSampler.batches
+
+    def batches(self, epoch, device=None):
+        asked.append(device)
+        return original(self, epoch, device)
+
+    monkeypatch.setattr(BPRSampler, "batches", batches)
+    cfg = build_config("mf", tiny_data.source, overrides=["train.epochs=2", "train.device=cpu"])
+    fit(cfg, runs_dir=tmp_path, data=tiny_data, quiet=True)
+    assert asked == [torch.device("cpu")] * 2

@@ -169,3 +169,34 @@ def test_bad_arguments():
         BPRSampler(data, negatives="everything")
     with pytest.raises(ValueError, match="batch_size"):
         BPRSampler(data, batch_size=0)
+
+
+class _CopyRecorder(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the operators that move a tensor to another device."""
+
+    def __init__(self):
+        super().__init__()
+        self.copies = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        src = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if (func.overloadpacket.__name__ in ("_to_copy", "copy_") and src is not None
+                and isinstance(out, torch.Tensor) and out.device != src.device):
+            self.copies += 1
+        return out
+
+
+@pytest.mark.parametrize("batch_size", [7, 1000])
+def test_an_epoch_reaches_the_device_in_one_copy(batch_size):
+    """One transfer per epoch however many batches: a copy per batch would make the host
+    wait for the device before each batch. (The meta device stands in for a GPU.)"""
+    sampler = BPRSampler(make_data(), "all_known", batch_size=batch_size, seed=3)
+    with _CopyRecorder() as rec:
+        batches = list(sampler.batches(2, "meta"))
+    assert len(batches) == len(sampler) and (len(batches) > 10 or batch_size == 1000)
+    assert rec.copies == 1
+    assert all(t.device.type == "meta" for b in batches for t in (b.users, b.pos, b.neg))
+    cpu = list(sampler.batches(2))
+    assert [b.users.shape for b in batches] == [b.users.shape for b in cpu]
+    assert all(t.device.type == "cpu" for b in cpu for t in (b.users, b.pos, b.neg))
