@@ -55,6 +55,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTE = (f"stand-in features from a seeded rank-{RANK} factorisation of the training matrix "
         f"plus Gaussian noise (image ReLU {IMAGE_DIM}-d, text {TEXT_DIM}-d); they carry some "
         f"collaborative signal and no visual or text content")
+RECIPES = {
+    "factor": NOTE,
+    "uniform": f"stand-in features drawn uniform in [0, 1) (image {IMAGE_DIM}-d, then text "
+               f"{TEXT_DIM}-d); no visual, text or collaborative content",
+}
 
 
 def _source_dir(name: str, source_root: str | Path) -> Path:
@@ -110,8 +115,15 @@ def _link(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+def _uniform(n_items: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform [0, 1) image then text features from ``default_rng(seed)``, as float32."""
+    rng = np.random.default_rng(seed)
+    image = rng.random((n_items, IMAGE_DIM)).astype(np.float32)
+    return image, rng.random((n_items, TEXT_DIM)).astype(np.float32)
+
+
 def prepare(name: str, out_root: str | Path, source_root: str | Path = "../shared/data/amazon",
-            seed: int = DEFAULT_SEED, verbose: bool = False) -> Path:
+            seed: int = DEFAULT_SEED, verbose: bool = False, recipe: str = "factor") -> Path:
     """Make ``<out_root>/<name>/`` with the real splits and seeded stand-in features.
 
     Args:
@@ -120,6 +132,9 @@ def prepare(name: str, out_root: str | Path, source_root: str | Path = "../share
         source_root: Folder holding ``<name>/{train,valid,test}.npy``; a relative path is
             tried against the working directory, then against the repository root.
         seed: Seed of the stand-in features.
+        recipe: ``factor`` (the default, above) or ``uniform``: uniform [0, 1) features
+            drawn from ``numpy.random.default_rng(seed)``, image first, the recipe the
+            authors' code was timed with (no collaborative signal at all).
         verbose: Print what was written.
 
     Returns:
@@ -134,7 +149,9 @@ def prepare(name: str, out_root: str | Path, source_root: str | Path = "../share
     splits = {s: read_npy_split(src / SPLIT_FILES[s]) for s in SPLITS}
     n_users = int(max(a[0].max() for a in splits.values())) + 1
     n_items = int(max(a[1].max() for a in splits.values())) + 1
-    meta = {"stand_in": True, "seed": seed, "note": NOTE, "version": VERSION,
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
+    meta = {"stand_in": True, "seed": seed, "note": RECIPES[recipe], "version": VERSION,
             "train_hash": hash_file(src / SPLIT_FILES["train"])}
     target.mkdir(parents=True, exist_ok=True)
     for s in SPLITS:
@@ -143,10 +160,15 @@ def prepare(name: str, out_root: str | Path, source_root: str | Path = "../share
         if verbose:
             print(f"{name}: {target} is up to date ({n_items:,} items)")
         return target
-    rng = np.random.default_rng(seed)
-    z = _item_factors(splits["train"], n_users, n_items, rng)
-    save_npy(target / IMAGE_FILE, _features(z, IMAGE_DIM, True, rng))
-    save_npy(target / TEXT_FILE, _features(z, TEXT_DIM, False, rng))
+    if recipe == "uniform":
+        image, text = _uniform(n_items, seed)
+    else:
+        rng = np.random.default_rng(seed)
+        z = _item_factors(splits["train"], n_users, n_items, rng)
+        image, text = _features(z, IMAGE_DIM, True, rng), _features(z, TEXT_DIM, False, rng)
+    save_npy(target / IMAGE_FILE, image)
+    del image
+    save_npy(target / TEXT_FILE, text)
     atomic_write_json(target / FEATURES_JSON, meta)
     if verbose:
         print(f"{name}: wrote {target} in {time.perf_counter() - t0:.1f} s")
@@ -163,9 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", default="../shared/data/amazon",
                         help="folder holding <name>/{train,valid,test}.npy")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="factor")
     args = parser.parse_args(argv)
     for name in args.names:
-        prepare(name, args.out, args.source, seed=args.seed, verbose=True)
+        prepare(name, args.out, args.source, seed=args.seed, verbose=True, recipe=args.recipe)
     return 0
 
 

@@ -22,7 +22,7 @@ def test_gpu_script_runs_on_the_cpu_in_quick_mode(tmp_path):
                OMP_NUM_THREADS="1")
     proc = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--device", "cpu", "--quick",
-         "--datasets", "baby", "--epochs", "2", "--source", str(tmp_path / "source"),
+         "--datasets", "baby", "--epochs", "2", "--fit", "baby", "--source", str(tmp_path / "source"),
          "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")],
         capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -33,5 +33,9 @@ def test_gpu_script_runs_on_the_cpu_in_quick_mode(tmp_path):
     assert r["batches_per_epoch"] >= 1 and len(r["eval_s"]) == 1
     assert 0 < r["startup_s"] < 600 and r["peak_bytes"] > 0
     assert saved["prepare"]["baby"]["graph_s"] >= 0
+    fit = saved["fit"]  # quick mode: the training to early stop is capped at 3 epochs
+    assert fit["dataset"] == "baby" and fit["stop_reason"] == "max_epochs"
+    assert fit["epochs_run"] == 3 and 0 <= fit["test"]["Recall@20"] <= 1
     table = (tmp_path / "out" / "gpu_results.md").read_text()
     assert "| baby |" in table and "5.3, 1.3-1.8, 41, 3.1" in table
+    assert "max_epochs after 3 epochs" in table
