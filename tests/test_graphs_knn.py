@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from rearm_dgl.graphs import knn
 from rearm_dgl.graphs.knn import knn_graph, modality_knn, user_interest_features
 
 
@@ -94,8 +95,11 @@ def test_user_interest_features_is_mean_over_training_items():
 
 
 @pytest.mark.parametrize("gram", [True, False])
-@pytest.mark.parametrize("block_rows", [None, 4])
-def test_modality_knn_matches_reference(gram, block_rows):
+@pytest.mark.parametrize("block_rows,group_bytes", [(None, 1 << 29), (4, 1 << 29), (4, 1), (4, 400)])
+def test_modality_knn_matches_reference(gram, block_rows, group_bytes, monkeypatch):
+    """group_bytes 1: one user block per Gram product; 400: groups of 8 users in blocks
+    of 4, the last group partial (17 users)."""
+    monkeypatch.setattr(knn, "_USER_GROUP_BYTES", group_bytes)
     r, dense = _random_interactions()
     x = np.random.default_rng(4).standard_normal((11, 6)).astype(np.float32)
     items, users = modality_knn(r, x, item_k=3, user_k=5, block_rows=block_rows,

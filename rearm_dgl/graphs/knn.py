@@ -40,6 +40,8 @@ _GRAM_MAX_BYTES = 1 << 34
 _GRAM_MIN_DIM = 1024
 # Item rows per block of the half-stored Gram matrix.
 _GRAM_BLOCK = 4096
+# Size of one group's (users x I) product with the Gram matrix (user-interest kNN).
+_USER_GROUP_BYTES = 1 << 29
 
 Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -167,21 +169,29 @@ class _HalfGram:
     def sparse_rows_sum(self, parts: list[tuple[torch.Tensor, torch.Tensor]],
                         n_rows: int) -> torch.Tensor:
         """``R_b G`` for a sparse (n_rows, n) ``R_b`` given per item block ``a`` as
-        (local column indices, offsets) of ``R_b[:, A_a]`` (binary)."""
+        (local column indices, offsets) of ``R_b[:, A_a]`` (binary).
+
+        Only the rows with items in block ``a`` are computed and added for it (a user has a
+        few items, so most rows have none in a given block): at Elec size that halves the
+        time of a group of users against summing dense (n_rows, |A_c|) blocks.
+        """
         out = torch.zeros((n_rows, self.bounds[-1]))
         for a, (ind, off) in enumerate(parts):
             if ind.numel() == 0:
                 continue
+            counts = torch.diff(torch.cat([off, torch.tensor([ind.numel()])]))
+            active = torch.nonzero(counts)[:, 0]  # rows with items in block a
+            active_off = off[active]  # their bags; the empty rows' bags have no length
             seg = None
             for c in range(self.n_blocks):
                 lo, hi = self.bounds[c], self.bounds[c + 1]
                 if a <= c:  # rows of blocks[a, c] are the items of block a
-                    out[:, lo:hi] += F.embedding_bag(ind, self.blocks[a, c], off, mode="sum")
+                    sums = F.embedding_bag(ind, self.blocks[a, c], active_off, mode="sum")
+                    out[:, lo:hi].index_add_(0, active, sums)
                 else:  # G[A_a, A_c] = blocks[c, a]^T: gather its columns instead
                     if seg is None:
-                        counts = torch.diff(torch.cat([off, torch.tensor([ind.numel()])]))
                         seg = torch.repeat_interleave(torch.arange(n_rows), counts)
-                    cols = self.blocks[c, a].index_select(1, ind).T  # (nnz, |A_c|)
+                    cols = self.blocks[c, a].index_select(1, ind).T.contiguous()  # (nnz, |A_c|)
                     out[:, lo:hi].index_add_(0, seg, cols)
         return out
 
@@ -261,17 +271,28 @@ def modality_knn(
         split.append((torch.from_numpy(part.indptr.astype(np.int64)),
                       torch.from_numpy(part.indices.astype(np.int64))))
 
+    # R_b G is computed for a group of user blocks at once: each computation streams every
+    # lower block of the half-stored G once (a column gather reads whole rows), so a group of
+    # 2048 users instead of 512 cuts that traffic fourfold (at Elec size from about 2.9 TB
+    # to 0.7 TB) for about 0.4 GB more memory.
+    rows = block_rows or 2 * _block_rows(n_users, None)
+    group_rows = rows * max(1, _USER_GROUP_BYTES // (4 * n_items * rows))
+    group: dict[str, object] = {"start": None, "m": None}
+
     def user_block(a: int, b: int) -> torch.Tensor:
-        parts = []
-        for ptr, ind in split:
-            lo, hi = int(ptr[a]), int(ptr[b])
-            parts.append((ind[lo:hi], ptr[a:b] - lo))
-        m_t = g.sparse_rows_sum(parts, b - a).T.contiguous()  # (I, rows) = (R_b G)^T
+        start = a - a % group_rows
+        if group["start"] != start:
+            group["m"] = None  # free the last group's product first
+            stop = min(start + group_rows, n_users)
+            parts = []
+            for ptr, ind in split:
+                lo, hi = int(ptr[start]), int(ptr[stop])
+                parts.append((ind[lo:hi], ptr[start:stop] - lo))
+            group["m"], group["start"] = g.sparse_rows_sum(parts, stop - start), start
+        m_t = group["m"][a - start : b - start].T.contiguous()  # (I, rows) = (R_b G)^T
         s = bag_sum(m_t, 0, n_users).T.contiguous()  # (rows, U) = R_b G R^T
         return s.mul_(inv_u[a:b, None]).mul_(inv_u[None, :])
 
-    # Larger user blocks amortise the per-block passes over the half-stored G.
-    users = _topk_blocks(n_users, n_users, user_k, user_block,
-                         block_rows or 2 * _block_rows(n_users, None))
+    users = _topk_blocks(n_users, n_users, user_k, user_block, rows)
     timings["user"] = time.perf_counter() - t
     return items, users
