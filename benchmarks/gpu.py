@@ -87,6 +87,7 @@ def _time_dataset(path: str, name: str, device_name: str, epochs: int, quick: bo
     from rearm_dgl.evaluation.protocol import evaluate, model_scorer
     from rearm_dgl.graphs import load_or_build_graph
     from rearm_dgl.models import registry
+    from rearm_dgl.optim import step_in_backward
     from rearm_dgl.sampling import BPRSampler
 
     device = torch.device(device_name)
@@ -102,6 +103,7 @@ def _time_dataset(path: str, name: str, device_name: str, epochs: int, quick: bo
     torch.manual_seed(cfg.train.seed)
     model = registry.get("rearm").build(cfg.params, data, graph, device)
     opt = model.configure_optimizer(cfg.train.lr)
+    step_in_backward(opt)  # as train.fit does
     sampler = BPRSampler(data, cfg.train.negatives, cfg.train.batch_size, cfg.train.seed)
     max_batches = 2 if quick else None
 

@@ -54,6 +54,7 @@ def main(argv=None) -> int:
     from rearm_dgl.data import load_dataset
     from rearm_dgl.graphs import load_or_build_graph
     from rearm_dgl.models import registry
+    from rearm_dgl.optim import step_in_backward
     from rearm_dgl.sampling import BPRSampler
 
     mark("imports")
@@ -79,6 +80,7 @@ def main(argv=None) -> int:
     torch.manual_seed(cfg.train.seed)
     model = registry.get("rearm").build(cfg.params, data, graph, device)
     opt = model.configure_optimizer(cfg.train.lr)
+    step_in_backward(opt)  # as train.fit does
     sync()
     mark("model on device")
     sampler = BPRSampler(data, cfg.train.negatives, cfg.train.batch_size, cfg.train.seed)

@@ -40,6 +40,7 @@ from rearm_dgl.data import load_dataset
 from rearm_dgl.evaluation.protocol import evaluate, model_scorer
 from rearm_dgl.graphs import load_or_build_graph
 from rearm_dgl.models import registry
+from rearm_dgl.optim import step_in_backward
 from rearm_dgl.sampling import BPRSampler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,12 +117,13 @@ def _profile(model, opt, sampler, n: int) -> tuple[dict[str, float], dict[str, l
 
 
 def run(name: str, out_root: Path, source_root: str, max_batches: int | None,
-        clock_name: str = "wall", profile_batches: int = 3) -> dict:
+        clock_name: str = "wall", profile_batches: int = 3, plain_step: bool = False) -> dict:
     """One epoch (or ``max_batches`` of it) and one validation evaluation; returns figures.
 
     ``clock_name="cpu"`` times with this process's CPU time instead of wall time: with one
     thread that is close to the wall time the same work takes on an idle core, so it is the
-    steadier figure on a machine that other jobs share.
+    steadier figure on a machine that other jobs share. ``plain_step`` holds every gradient
+    until ``opt.step()`` instead of stepping the large parameters in the backward.
     """
     clock = time.process_time if clock_name == "cpu" else time.perf_counter
     path = _dataset_dir(name, out_root, source_root)
@@ -136,6 +138,8 @@ def run(name: str, out_root: Path, source_root: str, max_batches: int | None,
     device = torch.device("cpu")
     model = registry.get("rearm").build(cfg.params, data, graph, device)
     opt = model.configure_optimizer(cfg.train.lr)
+    if not plain_step:
+        step_in_backward(opt)  # as train.fit does
     sampler = BPRSampler(data, cfg.train.negatives, cfg.train.batch_size, cfg.train.seed)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{data.name}: {data.n_users} users, {data.n_items} items, "
@@ -238,6 +242,8 @@ def main(argv=None) -> None:
                          "machine with --threads 1)")
     ap.add_argument("--profile", type=int, default=3,
                     help="batches to run under torch.profiler after the timed ones (default 3)")
+    ap.add_argument("--plain-step", action="store_true",
+                    help="hold every gradient until opt.step() (no steps in the backward)")
     ap.add_argument("--graph-only", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.graph_only:
@@ -246,7 +252,7 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     r = run(args.dataset, Path(args.out), args.source, args.batches, args.clock,
-            args.profile)
+            args.profile, args.plain_step)
     print(f"\nseconds per epoch: {r['epoch_s']:.1f}   seconds per evaluation: {r['eval_s']:.2f}"
           f"   peak RSS: {r['rss_gb']:.2f} GB   valid Recall@20: {r['valid_recall20']:.4f}")
     print("\n" + markdown(r))

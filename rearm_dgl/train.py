@@ -53,6 +53,7 @@ from rearm_dgl.evaluation import evaluate, model_scorer
 from rearm_dgl.io_utils import read_json
 from rearm_dgl.models import registry
 from rearm_dgl.models.base import require_features
+from rearm_dgl.optim import step_in_backward
 from rearm_dgl.sampling import BPRSampler
 
 logger = logging.getLogger(__name__)
@@ -272,6 +273,7 @@ def _fit(cfg: RunConfig, checkpoint: dict[str, Any] | None, resuming: bool, run_
     torch.manual_seed(train_cfg.seed)
     model = model_cls.build(cfg.params, data, graph, device)
     optimizer = model.configure_optimizer(train_cfg.lr)
+    step_in_backward(optimizer)  # large parameters are updated as their gradient completes
     sampler = BPRSampler(data, train_cfg.negatives, train_cfg.batch_size, train_cfg.seed)
     stopper = EarlyStopping(train_cfg.patience, cfg.eval.stop_decimals)
     best = BestWeights(model)  # the initial weights, until an epoch improves
