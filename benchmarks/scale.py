@@ -182,8 +182,10 @@ def measure_graph(folder: Path) -> dict:
 # ------------------------------------------------------------------------------ train
 
 
-def _budget(model, data, graph) -> dict[str, float]:
+def _budget(model, data, graph, plain_step: bool) -> dict[str, float]:
     """GiB held by each piece at steady state: tables, their gradients and AdamW states."""
+    from rearm_dgl.optim import EAGER_MIN_NUMEL
+
     gib = 2.0**-30
     tables = ("item_image", "item_text", "user_image", "user_text")
     params = dict(model.named_parameters())
@@ -192,7 +194,13 @@ def _budget(model, data, graph) -> dict[str, float]:
     rest = sum(p.nbytes for n, p in params.items() if n not in tables) * gib
     out["other parameters"] = rest
     total = sum(p.nbytes for p in params.values()) * gib
-    out["gradients (all parameters, after backward)"] = total
+    if plain_step:
+        out["gradients (all parameters, after backward)"] = total
+    else:  # the large ones are stepped and freed in the backward, one at a time
+        large = [p.nbytes for p in params.values() if p.numel() >= EAGER_MIN_NUMEL]
+        out["gradient of the largest parameter (one large one at a time)"] = max(large) * gib
+        out["gradients of the small parameters"] = sum(
+            p.nbytes for p in params.values() if p.numel() < EAGER_MIN_NUMEL) * gib
     out["AdamW exp_avg + exp_avg_sq"] = 2 * total
     out["dataset splits (features released)"] = sum(
         a.nbytes for a in (data.train, data.valid, data.test)) * gib
@@ -201,14 +209,19 @@ def _budget(model, data, graph) -> dict[str, float]:
     return out
 
 
-def measure_train(folder: Path, batches: int) -> dict:
-    """REARM for ``batches`` batches: seconds per batch, RSS at each stage, the budget."""
+def measure_train(folder: Path, batches: int, plain_step: bool = False) -> dict:
+    """REARM for ``batches`` batches: seconds per batch, RSS at each stage, the budget.
+
+    ``plain_step`` holds every gradient until ``opt.step()`` instead of stepping the large
+    parameters in the backward (:func:`rearm_dgl.optim.step_in_backward`), for comparison.
+    """
     import torch
 
     from rearm_dgl.config import DataConfig, build_config
     from rearm_dgl.data import load_dataset
     from rearm_dgl.graphs import load_or_build_graph
     from rearm_dgl.models import registry
+    from rearm_dgl.optim import step_in_backward
     from rearm_dgl.sampling import BPRSampler
 
     cfg = build_config("rearm", "baby")  # Baby's hyperparameters and schedule
@@ -224,6 +237,8 @@ def measure_train(folder: Path, batches: int) -> dict:
     gc.collect()
     rss["model built, dataset features released"] = _rss_gb()
     opt = model.configure_optimizer(cfg.train.lr)
+    if not plain_step:
+        step_in_backward(opt)  # as train.fit does
     sampler = BPRSampler(data, cfg.train.negatives, cfg.train.batch_size, cfg.train.seed)
     model.train()
     times = []
@@ -242,8 +257,9 @@ def measure_train(folder: Path, batches: int) -> dict:
             rss["after the first step"] = _rss_gb()
     rss["peak in training"] = _peak_gb()
     return {"batch_s": times, "rss_gb": rss, "peak_gb": _peak_gb(),
-            "budget_gb": _budget(model, data, graph),
+            "budget_gb": _budget(model, data, graph, plain_step),
             "n_parameters": sum(p.numel() for p in model.parameters()),
+            "step_in_backward": not plain_step,
             "threads": torch.get_num_threads()}
 
 
@@ -289,7 +305,9 @@ def _child(step: str, folder: Path, extra: list[str]) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--step", step, "--data", str(folder),
                            *extra], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"scale.py: the {step} step failed:\n{proc.stderr[-4000:]}")
+        how = (f"was killed by signal {-proc.returncode} (out of memory?)"
+               if proc.returncode < 0 else f"failed (exit {proc.returncode})")
+        raise SystemExit(f"scale.py: the {step} step {how}:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -302,6 +320,8 @@ def main(argv=None) -> int:
     ap.add_argument("--step", choices=("generate", "graph", "train"), default=None,
                     help="run one step in this process (default: all, each in a child)")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
+    ap.add_argument("--plain-step", action="store_true",
+                    help="train without stepping large parameters in the backward")
     args = ap.parse_args(argv)
     folder = Path(args.data)
     if args.threads:
@@ -317,15 +337,18 @@ def main(argv=None) -> int:
         print(json.dumps(measure_graph(folder)))
         return 0
     if args.step == "train":
-        print(json.dumps(measure_train(folder, args.batches)))
+        print(json.dumps(measure_train(folder, args.batches, args.plain_step)))
         return 0
 
     extra = ["--threads", str(args.threads)] if args.threads else []
     gen = _child("generate", folder, [])
     print(f"generated {folder} in {gen['seconds']:.0f} s", flush=True)
     g = _child("graph", folder, extra)
-    print(f"graph built in {g['build_s']:.0f} s, peak {g['peak_gb']:.2f} GB", flush=True)
-    t = _child("train", folder, extra + ["--batches", str(args.batches)])
+    print(f"graph built in {g['build_s']:.0f} s, peak {g['peak_gb']:.2f} GiB", flush=True)
+    # Kept at once: a failed or killed training step must not lose a 15-minute build's figures.
+    print("graph figures: " + json.dumps(g), flush=True)
+    t = _child("train", folder, extra + ["--batches", str(args.batches)]
+               + (["--plain-step"] if args.plain_step else []))
     text = markdown(gen["seconds"], g, t)
     print("\n" + text)
     if args.json:

@@ -338,6 +338,13 @@ def test_reuse_freed_memory_is_set_by_a_cpu_build(data, graph, monkeypatch):
     monkeypatch.setattr(rearm_mod, "reuse_freed_memory", lambda: calls.append(1) or True)
     _model(data, graph)
     assert calls == [1]
+    # Not where the training state (4x the parameters) exceeds a quarter of the memory.
+    n_bytes = 4 * sum(p.numel() * 4 for p in _model(data, graph).parameters())
+    calls.clear()
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": (4 * n_bytes - 1) // 4096}
+    monkeypatch.setattr(rearm_mod.os, "sysconf", lambda name: pages[name])
+    _model(data, graph)
+    assert calls == []
     # On glibc (this project's Linux machines) the setting takes.
     monkeypatch.undo()
     assert rearm_mod.reuse_freed_memory() in (True, False)
