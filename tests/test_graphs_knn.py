@@ -95,11 +95,13 @@ def test_user_interest_features_is_mean_over_training_items():
 
 
 @pytest.mark.parametrize("gram", [True, False])
-@pytest.mark.parametrize("block_rows,group_bytes", [(None, 1 << 29), (4, 1 << 29), (4, 1), (4, 400)])
-def test_modality_knn_matches_reference(gram, block_rows, group_bytes, monkeypatch):
+@pytest.mark.parametrize("block_rows,group_bytes,slab",
+                         [(None, 1 << 29, 4096), (4, 1 << 29, 4096), (4, 1, 5), (4, 400, 3)])
+def test_modality_knn_matches_reference(gram, block_rows, group_bytes, slab, monkeypatch):
     """group_bytes 1: one user block per Gram product; 400: groups of 8 users in blocks
-    of 4, the last group partial (17 users)."""
+    of 4, the last group partial (17 users); slabs of 5 or 3 users, the last partial."""
     monkeypatch.setattr(knn, "_USER_GROUP_BYTES", group_bytes)
+    monkeypatch.setattr(knn, "_USER_SLAB", slab)
     r, dense = _random_interactions()
     x = np.random.default_rng(4).standard_normal((11, 6)).astype(np.float32)
     items, users = modality_knn(r, x, item_k=3, user_k=5, block_rows=block_rows,

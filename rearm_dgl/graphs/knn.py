@@ -42,6 +42,8 @@ _GRAM_MIN_DIM = 1024
 _GRAM_BLOCK = 4096
 # Size of one group's (users x I) product with the Gram matrix (user-interest kNN).
 _USER_GROUP_BYTES = 1 << 29
+# Users per slab of the final similarity product (one slab's sums stay in cache).
+_USER_SLAB = 4096
 
 Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -290,7 +292,12 @@ def modality_knn(
                 parts.append((ind[lo:hi], ptr[start:stop] - lo))
             group["m"], group["start"] = g.sparse_rows_sum(parts, stop - start), start
         m_t = group["m"][a - start : b - start].T.contiguous()  # (I, rows) = (R_b G)^T
-        s = bag_sum(m_t, 0, n_users).T.contiguous()  # (rows, U) = R_b G R^T
+        # (rows, U) = R_b G R^T, filled a slab of users at a time: each slab's sums are
+        # transposed while they are still in cache instead of in one pass over (U, rows).
+        s = torch.empty((b - a, n_users))
+        for v0 in range(0, n_users, _USER_SLAB):
+            v1 = min(v0 + _USER_SLAB, n_users)
+            s[:, v0:v1] = bag_sum(m_t, v0, v1).T
         return s.mul_(inv_u[a:b, None]).mul_(inv_u[None, :])
 
     users = _topk_blocks(n_users, n_users, user_k, user_block, rows)
