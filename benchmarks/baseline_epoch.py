@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,13 +33,10 @@ from rearm_dgl.evaluation.protocol import evaluate, model_scorer
 from rearm_dgl.graphs import load_or_build_graph
 from rearm_dgl.models import registry
 from rearm_dgl.sampling import BPRSampler
+from rearm_dgl.tracking import peak_rss_bytes
 from rearm_dgl.train import seed_everything
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def prepare(name: str, out_root: Path, source_root: str) -> Path:
@@ -95,7 +91,7 @@ def one_run(path: Path, model_name: str, max_batches: int | None) -> dict:
         "model": model_name, "dataset": path.name, "batches": n_batches,
         "epoch_s": epoch_s, "s_per_batch": epoch_s / max(n_batches, 1), "eval_s": eval_s,
         "median_batch_s": statistics.median(batch_s), "first_batch_s": batch_s[0],
-        "build_s": build_s, "peak_rss_gb": _peak_rss_gb(),
+        "build_s": build_s, "peak_rss_gb": peak_rss_bytes() / 2**30,
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "valid_recall20": valid.get("Recall@20"), "loss": float(out.total.detach()),
         "threads": torch.get_num_threads(),

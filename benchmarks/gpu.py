@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -86,9 +85,8 @@ def _time_dataset(path: str, name: str, device_name: str, epochs: int, quick: bo
     from rearm_dgl.data import load_dataset
     from rearm_dgl.evaluation.protocol import evaluate, model_scorer
     from rearm_dgl.graphs import load_or_build_graph
-    from rearm_dgl.models import registry
-    from rearm_dgl.optim import step_in_backward
-    from rearm_dgl.sampling import BPRSampler
+    from rearm_dgl.tracking import peak_memory
+    from rearm_dgl.train import training_parts
 
     device = torch.device(device_name)
     cuda = device.type == "cuda"
@@ -100,11 +98,7 @@ def _time_dataset(path: str, name: str, device_name: str, epochs: int, quick: bo
     cfg = build_config("rearm", path)
     data = load_dataset(cfg.data)
     graph = load_or_build_graph(data, cfg.graph)
-    torch.manual_seed(cfg.train.seed)
-    model = registry.get("rearm").build(cfg.params, data, graph, device)
-    opt = model.configure_optimizer(cfg.train.lr)
-    step_in_backward(opt)  # as train.fit does
-    sampler = BPRSampler(data, cfg.train.negatives, cfg.train.batch_size, cfg.train.seed)
+    model, opt, sampler = training_parts(cfg, data, graph, device)
     max_batches = 2 if quick else None
 
     epoch_s, startup_s, n_batches = [], None, 0
@@ -139,8 +133,8 @@ def _time_dataset(path: str, name: str, device_name: str, epochs: int, quick: bo
         result = evaluate(model_scorer(model), data, "valid", cfg.eval, device)
         sync()
         eval_s.append(time.time() - t0)
-    peak = (torch.cuda.max_memory_allocated(device) if cuda
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    rss, gpu_bytes = peak_memory(device)
+    peak = gpu_bytes if cuda else rss
     return {
         "dataset": name, "device": str(device), "users": data.n_users, "items": data.n_items,
         "batches_per_epoch": n_batches, "epoch_s": epoch_s, "eval_s": eval_s,

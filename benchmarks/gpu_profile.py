@@ -53,9 +53,7 @@ def main(argv=None) -> int:
     from rearm_dgl.config import build_config
     from rearm_dgl.data import load_dataset
     from rearm_dgl.graphs import load_or_build_graph
-    from rearm_dgl.models import registry
-    from rearm_dgl.optim import step_in_backward
-    from rearm_dgl.sampling import BPRSampler
+    from rearm_dgl.train import training_parts
 
     mark("imports")
     path = Path(args.dataset)
@@ -77,13 +75,9 @@ def main(argv=None) -> int:
     mark("dataset")
     graph = load_or_build_graph(data, cfg.graph)
     mark("graph")
-    torch.manual_seed(cfg.train.seed)
-    model = registry.get("rearm").build(cfg.params, data, graph, device)
-    opt = model.configure_optimizer(cfg.train.lr)
-    step_in_backward(opt)  # as train.fit does
+    model, opt, sampler = training_parts(cfg, data, graph, device)
     sync()
     mark("model on device")
-    sampler = BPRSampler(data, cfg.train.negatives, cfg.train.batch_size, cfg.train.seed)
 
     def step(batch) -> None:
         out = model.loss(batch)

@@ -220,26 +220,20 @@ def measure_train(folder: Path, batches: int, plain_step: bool = False) -> dict:
     from rearm_dgl.config import DataConfig, build_config
     from rearm_dgl.data import load_dataset
     from rearm_dgl.graphs import load_or_build_graph
-    from rearm_dgl.models import registry
-    from rearm_dgl.optim import step_in_backward
-    from rearm_dgl.sampling import BPRSampler
+    from rearm_dgl.train import training_parts
 
     cfg = build_config("rearm", "baby")  # Baby's hyperparameters and schedule
     data = load_dataset(DataConfig(dataset=str(folder)))
     graph = load_or_build_graph(data, _graph_config())
     rss = {"data and graph": _rss_gb()}
-    torch.manual_seed(cfg.train.seed)
-    model = registry.get("rearm").build(cfg.params, data, graph, torch.device("cpu"))
+    model, opt, sampler = training_parts(cfg, data, graph, torch.device("cpu"),
+                                         step_large_in_backward=not plain_step)
     rss["peak while building"] = _peak_gb()
     # The model holds its own (trained) copies of the feature tables; the dataset's are no
     # longer read (sampling and evaluation use the splits only): 1.1 GB at Elec size.
     data = dataclasses.replace(data, image_feat=None, text_feat=None)
     gc.collect()
     rss["model built, dataset features released"] = _rss_gb()
-    opt = model.configure_optimizer(cfg.train.lr)
-    if not plain_step:
-        step_in_backward(opt)  # as train.fit does
-    sampler = BPRSampler(data, cfg.train.negatives, cfg.train.batch_size, cfg.train.seed)
     model.train()
     times = []
     for i, batch in enumerate(sampler.batches(1)):

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,9 +38,8 @@ from rearm_dgl.config import build_config
 from rearm_dgl.data import load_dataset
 from rearm_dgl.evaluation.protocol import evaluate, model_scorer
 from rearm_dgl.graphs import load_or_build_graph
-from rearm_dgl.models import registry
-from rearm_dgl.optim import step_in_backward
-from rearm_dgl.sampling import BPRSampler
+from rearm_dgl.tracking import peak_rss_bytes, rss_bytes
+from rearm_dgl.train import training_parts
 
 ROOT = Path(__file__).resolve().parent.parent
 PIECES = ("projections", "homography", "attention", "heterography", "meta", "losses",
@@ -49,10 +47,7 @@ PIECES = ("projections", "homography", "attention", "heterography", "meta", "los
 TARGETS = {"epoch_s": 60.0, "eval_s": 5.0, "rss_gb": 2.8}
 TOP_OPS = 12
 _NODE = "autograd::engine::evaluate_function: "
-
-
-def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+GIB = 2**30
 
 
 def _dataset_dir(name: str, out_root: Path, source_root: str) -> Path:
@@ -68,11 +63,6 @@ def _prepare_graph(path: Path, name: str) -> None:
     load_or_build_graph(load_dataset(cfg.data), cfg.graph)
     print(f"graph ready ({name}, k_u={cfg.graph.user_knn_k}, k_i={cfg.graph.item_knn_k}) "
           f"in {time.perf_counter() - t0:.1f} s")
-
-
-def _rss_now_gb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
 def _step(model, opt, batch) -> None:
@@ -134,19 +124,15 @@ def run(name: str, out_root: Path, source_root: str, max_batches: int | None,
     cfg = build_config("rearm", str(path))
     data = load_dataset(cfg.data)
     graph = load_or_build_graph(data, cfg.graph)
-    torch.manual_seed(cfg.train.seed)
     device = torch.device("cpu")
-    model = registry.get("rearm").build(cfg.params, data, graph, device)
-    opt = model.configure_optimizer(cfg.train.lr)
-    if not plain_step:
-        step_in_backward(opt)  # as train.fit does
-    sampler = BPRSampler(data, cfg.train.negatives, cfg.train.batch_size, cfg.train.seed)
+    model, opt, sampler = training_parts(cfg, data, graph, device,
+                                         step_large_in_backward=not plain_step)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{data.name}: {data.n_users} users, {data.n_items} items, "
           f"{data.train.shape[1]} train pairs, {n_params / 1e6:.1f} M parameters")
     print(f"features: {data.features_note}")
 
-    rss = {"after build": _rss_now_gb()}
+    rss = {"after build": rss_bytes() / GIB}
     model.train()
     batches = sampler.batches(0)
     n_batches = 0
@@ -156,12 +142,12 @@ def run(name: str, out_root: Path, source_root: str, max_batches: int | None,
         _step(model, opt, batch)
         times.append(clock() - t0)
         if n_batches == 0:
-            rss["after first step"] = _rss_now_gb()
+            rss["after first step"] = rss_bytes() / GIB
         n_batches += 1
         if max_batches is not None and n_batches >= max_batches:
             break
     epoch_s = sum(times)
-    rss["peak in training"] = _peak_rss_gb()
+    rss["peak in training"] = peak_rss_bytes() / GIB
     full_batches = -(-data.train.shape[1] // cfg.train.batch_size)
     if n_batches < full_batches:
         epoch_s = epoch_s / n_batches * full_batches  # projected to the whole epoch
@@ -173,7 +159,7 @@ def run(name: str, out_root: Path, source_root: str, max_batches: int | None,
     return {
         "dataset": name, "users": data.n_users, "items": data.n_items,
         "batches_timed": n_batches, "batches_per_epoch": full_batches,
-        "epoch_s": epoch_s, "eval_s": eval_s, "rss_gb": _peak_rss_gb(),
+        "epoch_s": epoch_s, "eval_s": eval_s, "rss_gb": peak_rss_bytes() / GIB,
         "rss": rss, "clock": clock_name, "per_batch": per_batch, "top_ops": top_ops,
         "batch_s_median": statistics.median(times), "profiled": profile_batches,
         "valid_recall20": result.metrics.get("Recall@20"),

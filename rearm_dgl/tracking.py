@@ -227,22 +227,32 @@ def reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def peak_memory(device: torch.device) -> tuple[int, int | None]:
-    """``(peak RSS bytes, peak CUDA bytes allocated or None on CPU)`` since the last reset."""
-    rss = None
+def rss_bytes() -> int:
+    """This process's resident memory now, in bytes (its peak where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return peak_rss_bytes()
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory in bytes, since :func:`reset_peak_memory`."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
                 if line.startswith("VmHWM:"):
-                    rss = int(line.split()[1]) * 1024
-                    break
+                    return int(line.split()[1]) * 1024
     except OSError:
         pass
-    if rss is None:
-        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, else KiB
-        rss = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, else KiB
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+
+
+def peak_memory(device: torch.device) -> tuple[int, int | None]:
+    """``(peak RSS bytes, peak CUDA bytes allocated or None on CPU)`` since the last reset."""
     gpu = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
-    return rss, gpu
+    return peak_rss_bytes(), gpu
 
 
 def efficiency(run_dir: str | Path, peak_rss_bytes: int, peak_gpu_bytes: int | None,
@@ -354,7 +364,7 @@ __all__ = [
     "CHECKPOINT_BEST", "CHECKPOINT_LAST", "CONFIG_FILE", "ENV_FILE", "METRICS_FILE",
     "PER_USER_TEST_FILE", "RESULTS_FILE", "RUN_LOCK_FILE", "FINGERPRINT_EXCLUDED",
     "TensorBoardTracker", "append_metrics", "config_fingerprint", "dataset_label", "efficiency",
-    "environment", "hold_run_dir", "new_run_dir", "peak_memory", "read_metrics",
-    "reset_peak_memory", "truncate_metrics", "write_config", "write_env",
+    "environment", "hold_run_dir", "new_run_dir", "peak_memory", "peak_rss_bytes", "read_metrics",
+    "reset_peak_memory", "rss_bytes", "truncate_metrics", "write_config", "write_env",
     "write_per_user_test", "write_results",
 ]
