@@ -9,7 +9,7 @@ import torch
 from rearm_dgl._dgl import dgl
 from rearm_dgl.graphs import Propagation, propagate
 from rearm_dgl.graphs import schema as S
-from rearm_dgl.graphs.propagate import SparseOperator
+from rearm_dgl.graphs.propagate import SparseOperator, _spmm
 
 N_USERS, N_ITEMS = 7, 5
 
@@ -178,3 +178,16 @@ def test_sparse_backend_on_cuda_matches_cpu():
     for k in x:
         torch.testing.assert_close(outc[k].cpu(), out[k], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(xc[k].grad.cpu(), x[k].grad, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_product_ignores_whatever_its_result_held():
+    """``_spmm`` writes into uninitialised memory through ``addmm(beta=0)``: the garbage
+    there, NaNs included, must not reach the result."""
+    torch.manual_seed(0)
+    dense = torch.rand(7, 5) * (torch.rand(7, 5) < 0.4)
+    a = dense.to_sparse_csr()
+    x = torch.randn(5, 3)
+    garbage = torch.full((7, 3), float("nan"))
+    torch.addmm(garbage, a, x, beta=0, out=garbage)
+    torch.testing.assert_close(garbage, dense @ x)
+    torch.testing.assert_close(_spmm(a, x), dense @ x)

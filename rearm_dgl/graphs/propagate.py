@@ -35,19 +35,33 @@ AUTO_BACKEND = "sparse"
 _SCALED = "_scaled_w"  # edge-data key of the scaled weight inside the operator's own subgraph
 
 
+def _spmm(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``a @ x`` for a CSR matrix ``a`` and a dense ``x``.
+
+    On the CPU, ``a @ x`` zero-fills a result, computes into a second one and copies it back;
+    ``addmm`` with ``beta = 0`` into an uninitialised result skips both (the input is then
+    ignored, NaNs included, as documented). Baby's (19,445 x 7,050) interaction matrix times
+    (7,050 x 192), 2 threads: 2.1 against 3.0 ms per product, the same values.
+    """
+    if a.device.type != "cpu":
+        return a @ x
+    out = x.new_empty((a.shape[0], x.shape[1]))
+    return torch.addmm(out, a, x, beta=0, out=out)
+
+
 class _CSRMatMul(torch.autograd.Function):
     """``A @ x`` for a constant CSR matrix ``A``; the backward uses the stored ``A^T``."""
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, a_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ctx.a_t = a_t
-        return a @ x
+        return _spmm(a, x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         if not ctx.needs_input_grad[2]:
             return None, None, None
-        return None, None, ctx.a_t @ grad.contiguous()
+        return None, None, _spmm(ctx.a_t, grad.contiguous())
 
 
 class SparseOperator:
