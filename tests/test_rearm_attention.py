@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -89,6 +90,18 @@ def test_keep_rate_is_one_minus_p():
         assert abs(mask.float().mean().item() - keep_rate(p)) < 0.005
     torch.testing.assert_close(keep_mask(5, (4, 8, 8), 0.5), keep_mask(5, (4, 8, 8), 0.5))
     assert not torch.equal(keep_mask(5, (4, 8, 8), 0.5), keep_mask(6, (4, 8, 8), 0.5))
+
+
+@pytest.mark.parametrize("piece", [4, 12, 1 << 18])
+def test_mask_drawn_in_pieces_is_one_draw_of_the_stream(monkeypatch, piece):
+    """16 bits per weight from one PCG64 stream, in order, whatever the piece size."""
+    import rearm_dgl.models.attention as attention
+
+    monkeypatch.setattr(attention, "_MASK_PIECE", piece)
+    shape, p = (3, 5, 7), 0.4  # 105 weights: the last piece is partial
+    raw = np.random.Generator(np.random.PCG64(9)).bit_generator.random_raw(27)
+    want = torch.from_numpy(raw.view(np.uint16)[:105] >= round(p * 65536)).view(shape)
+    assert torch.equal(keep_mask(9, shape, p), want)
 
 
 def test_kernel_equals_explicit_mask_and_has_exact_gradients():
