@@ -45,6 +45,7 @@ from rearm_dgl.models.base import (
     require_features,
     xavier_linear,
 )
+from rearm_dgl.models.normalize import l2_normalize
 from rearm_dgl.models.projection import table_projection
 
 if TYPE_CHECKING:
@@ -171,7 +172,7 @@ def _info_nce(a: Tensor, b: Tensor, tau: float, ids: Tensor) -> Tensor:
     if not _sync_free(ids):
         rows = keep.nonzero()[:, 0]  # (m,)
         a, b = a[rows], b[rows]
-    logits = (F.normalize(a, dim=1) / tau) @ F.normalize(b, dim=1).T  # (n, n) or (m, m)
+    logits = (l2_normalize(a) / tau) @ l2_normalize(b).T  # (n, n) or (m, m)
     target = torch.arange(logits.shape[0], device=ids.device)
     if not _sync_free(ids):
         return F.cross_entropy(logits, target)
@@ -198,7 +199,7 @@ class _LowRankMLP(nn.Module):
         self.outer = nn.Linear(d * rank, d * rank)
 
     def forward(self, z: Tensor) -> Tensor:
-        return F.normalize(self.outer(self.act(self.inner(z))), dim=-1)
+        return l2_normalize(self.outer(self.act(self.inner(z))))
 
 
 @dataclass
@@ -333,7 +334,7 @@ class REARM(Recommender):
         x = torch.cat(parts, dim=1)  # (n, 3d)
         if prop is not None:
             x = prop({ntype: x}, layers, "last")[ntype]
-        return list(F.normalize(x, dim=1).split(self.d, dim=1))
+        return list(l2_normalize(x).split(self.d, dim=1))
 
     def _block(self, attn: TokenAttention, q: Tensor, kv: Tensor) -> Tensor:
         """``PReLU(LN(kv + MHA(q, kv, kv)))`` over the d dims of each node: (n, d).
