@@ -331,6 +331,19 @@ def test_info_nce_over_distinct_ids_equals_the_unique_rows(monkeypatch, sync_fre
     assert all(int(ids[i]) not in ids[:i].tolist() for i in first.nonzero()[:, 0])
 
 
+def test_info_nce_backward_runs_once_per_forward():
+    """Its backward turns the saved softmax into the gradient in place; a second backward
+    through the same graph is an error, not a wrong gradient."""
+    from rearm_dgl.models.rearm import _info_nce
+
+    ids = torch.arange(5)
+    a = torch.randn(5, 4, requires_grad=True)
+    loss = _info_nce(a, torch.randn(5, 4), 0.5, ids)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="runs once per forward"):
+        loss.backward()
+
+
 def test_reuse_freed_memory_is_set_by_a_cpu_build(data, graph, monkeypatch):
     import rearm_dgl.models.rearm as rearm_mod
 
