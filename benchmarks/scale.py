@@ -184,7 +184,7 @@ def measure_graph(folder: Path) -> dict:
 
 def _budget(model, data, graph, plain_step: bool) -> dict[str, float]:
     """GiB held by each piece at steady state: tables, their gradients and AdamW states."""
-    from rearm_dgl.optim import EAGER_MIN_NUMEL
+    from rearm_dgl.optim import CPU_ROW_BLOCK_BYTES, EAGER_MIN_NUMEL
 
     gib = 2.0**-30
     tables = ("item_image", "item_text", "user_image", "user_text")
@@ -197,8 +197,11 @@ def _budget(model, data, graph, plain_step: bool) -> dict[str, float]:
     if plain_step:
         out["gradients (all parameters, after backward)"] = total
     else:  # the large ones are stepped and freed in the backward, one at a time
-        large = [p.nbytes for p in params.values() if p.numel() >= EAGER_MIN_NUMEL]
-        out["gradient of the largest parameter (one large one at a time)"] = max(large) * gib
+        # The feature tables never hold a whole gradient: they are stepped by row blocks.
+        out["gradient rows of a feature table (one block at a time)"] = CPU_ROW_BLOCK_BYTES * gib
+        large = [p.nbytes for n, p in params.items()
+                 if p.numel() >= EAGER_MIN_NUMEL and n not in tables]
+        out["gradient of the largest other large parameter"] = max(large, default=0) * gib
         out["gradients of the small parameters"] = sum(
             p.nbytes for p in params.values() if p.numel() < EAGER_MIN_NUMEL) * gib
     out["AdamW exp_avg + exp_avg_sq"] = 2 * total

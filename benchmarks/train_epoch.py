@@ -44,10 +44,11 @@ from rearm_dgl.train import training_parts
 ROOT = Path(__file__).resolve().parent.parent
 PIECES = ("projections", "homography", "attention", "heterography", "meta", "losses",
           "backward", "optimiser")
-TARGETS = {"epoch_s": 60.0, "eval_s": 5.0, "rss_gb": 2.8}
+TARGETS = {"epoch_s": 60.0, "eval_s": 5.0, "rss_gb": 2.8}  # rss in GB = 10^9 bytes
 TOP_OPS = 12
 _NODE = "autograd::engine::evaluate_function: "
 GIB = 2**30
+GB = 10**9
 
 
 def _dataset_dir(name: str, out_root: Path, source_root: str) -> Path:
@@ -147,7 +148,8 @@ def run(name: str, out_root: Path, source_root: str, max_batches: int | None,
         if max_batches is not None and n_batches >= max_batches:
             break
     epoch_s = sum(times)
-    rss["peak in training"] = peak_rss_bytes() / GIB
+    train_peak = peak_rss_bytes()
+    rss["peak in training"] = train_peak / GIB
     full_batches = -(-data.train.shape[1] // cfg.train.batch_size)
     if n_batches < full_batches:
         epoch_s = epoch_s / n_batches * full_batches  # projected to the whole epoch
@@ -159,7 +161,8 @@ def run(name: str, out_root: Path, source_root: str, max_batches: int | None,
     return {
         "dataset": name, "users": data.n_users, "items": data.n_items,
         "batches_timed": n_batches, "batches_per_epoch": full_batches,
-        "epoch_s": epoch_s, "eval_s": eval_s, "rss_gb": peak_rss_bytes() / GIB,
+        "epoch_s": epoch_s, "eval_s": eval_s, "rss_gb": train_peak / GB,
+        "process_rss_gb": peak_rss_bytes() / GB,
         "rss": rss, "clock": clock_name, "per_batch": per_batch, "top_ops": top_ops,
         "batch_s_median": statistics.median(times), "profiled": profile_batches,
         "valid_recall20": result.metrics.get("Recall@20"),
@@ -193,9 +196,12 @@ def markdown(r: dict) -> str:
         f"| {ok('epoch_s')} |",
         f"| seconds per full validation evaluation | {r['eval_s']:.2f} | <= "
         f"{TARGETS['eval_s']:.0f} | {ok('eval_s')} |",
-        f"| peak RSS (GB) | {r['rss_gb']:.2f} | <= {TARGETS['rss_gb']:.1f} | {ok('rss_gb')} |",
+        f"| peak RSS in training, GB (10^9 bytes) | {r['rss_gb']:.2f} "
+        f"({r['rss_gb'] * GB / GIB:.2f} GiB) | <= {TARGETS['rss_gb']:.1f} | {ok('rss_gb')} |",
+        f"| peak RSS of the process (profiler and evaluation too), GB | "
+        f"{r['process_rss_gb']:.2f} | | |",
         "",
-        "RSS (GB): " + ", ".join(f"{k} {v:.2f}" for k, v in r["rss"].items()) + ".",
+        "RSS (GiB): " + ", ".join(f"{k} {v:.2f}" for k, v in r["rss"].items()) + ".",
         "",
         f"Median batch {r['batch_s_median']:.3f} s. Where one batch's time goes "
         f"(torch.profiler, mean over {r['profiled']} more batches, profiler overhead "
@@ -240,7 +246,7 @@ def main(argv=None) -> None:
     r = run(args.dataset, Path(args.out), args.source, args.batches, args.clock,
             args.profile, args.plain_step)
     print(f"\nseconds per epoch: {r['epoch_s']:.1f}   seconds per evaluation: {r['eval_s']:.2f}"
-          f"   peak RSS: {r['rss_gb']:.2f} GB   valid Recall@20: {r['valid_recall20']:.4f}")
+          f"   peak RSS in training: {r['rss_gb']:.2f} GB   valid Recall@20: {r['valid_recall20']:.4f}")
     print("\n" + markdown(r))
 
 
