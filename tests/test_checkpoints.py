@@ -282,3 +282,39 @@ def test_a_run_checkpointed_by_the_previous_format_still_resumes(tiny_data, tmp_
     resumed = fit(resume=run_dir, data=tiny_data, quiet=True)
     assert (resumed.valid, resumed.test, resumed.best_epoch) == (
         full.valid, full.test, full.best_epoch)
+
+
+@pytest.mark.parametrize("model,sets", [
+    ("rearm", []),  # its feature tables are stepped by rows, the first step included
+    ("mgcn", ["mgcn.lr_decay=0.5", "mgcn.lr_decay_epochs=1"]),  # a decaying learning rate
+])
+def test_resume_with_every_parameter_stepped_in_the_backward_matches(
+        tiny_data, tmp_path, monkeypatch, model, sets):
+    """With every parameter stepped inside the backward (tiny tables are below the 1M
+    elements that switch it on), a resumed run equals an uninterrupted one: the restored
+    optimiser's groups and state are the ones the in-backward steps use."""
+    from rearm_dgl import optim
+
+    original = optim.step_in_backward
+    monkeypatch.setattr(train_mod, "step_in_backward", lambda opt: original(opt, 1))
+    cfg = build_config(model, str(tiny_data.source), overrides=[
+        "train.epochs=4", "train.batch_size=64", "train.device=cpu",
+        "train.checkpoint_minutes=0", "train.patience=10", *sets])
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: bit-for-bit repeatable
+    try:
+        full = fit(cfg, runs_dir=tmp_path / "full", data=tiny_data, quiet=True)
+
+        def kill(epoch, valid):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            fit(cfg, runs_dir=tmp_path / "cut", data=tiny_data, callbacks=[kill], quiet=True)
+        (run_dir,) = (tmp_path / "cut").glob("*/*/*")
+        resumed = fit(resume=run_dir, data=tiny_data, quiet=True)
+    finally:
+        torch.set_num_threads(before)
+    assert [r["loss"] for r in read_lines(run_dir)] == [r["loss"] for r in
+                                                         read_lines(full.run_dir)]
+    assert (resumed.valid, resumed.test) == (full.valid, full.test)
