@@ -92,7 +92,7 @@ def test_keep_rate_is_one_minus_p():
     assert not torch.equal(keep_mask(5, (4, 8, 8), 0.5), keep_mask(6, (4, 8, 8), 0.5))
 
 
-@pytest.mark.parametrize("piece", [4, 12, 1 << 18])
+@pytest.mark.parametrize("piece", [8, 24, 1 << 18])
 def test_mask_drawn_in_pieces_is_one_draw_of_the_stream(monkeypatch, piece):
     """16 bits per weight from one PCG64 stream, in order, whatever the piece size."""
     import rearm_dgl.models.attention as attention
@@ -102,6 +102,17 @@ def test_mask_drawn_in_pieces_is_one_draw_of_the_stream(monkeypatch, piece):
     raw = np.random.Generator(np.random.PCG64(9)).bit_generator.random_raw(27)
     want = torch.from_numpy(raw.view(np.uint16)[:105] >= round(p * 65536)).view(shape)
     assert torch.equal(keep_mask(9, shape, p), want)
+
+
+def test_packed_decisions_unpack_at_any_bounds():
+    """The kernel unpacks each chunk of nodes; with d * d not a multiple of 8 (d = 5) the
+    chunks start inside a byte."""
+    from rearm_dgl.models.attention import _keep_bits, _unpack
+
+    flat = keep_mask(4, (1, 1, 301), 0.3).view(-1).to(torch.uint8)
+    packed = _keep_bits(4, 301, 0.3)
+    for lo, hi in [(0, 301), (25, 50), (3, 11), (296, 301), (7, 8)]:
+        assert torch.equal(_unpack(packed, lo, hi), flat[lo:hi]), (lo, hi)
 
 
 def test_kernel_equals_explicit_mask_and_has_exact_gradients():

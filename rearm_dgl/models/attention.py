@@ -9,9 +9,9 @@ same thing with the same parameters, faster:
   (:class:`_DropoutAttention`). The attention-weight dropout keeps each weight with
   probability 1 - p and scales kept weights by 1 / (1 - p), as ``F.dropout`` does; only the
   source of the random bits differs (16-bit integers from numpy's PCG64, seeded from torch's
-  generator, instead of float ``torch.rand``). Of the (d x d) per node only the bool mask is
-  stored for the backward; scores are recomputed chunk by chunk, so the working set stays
-  in cache.
+  generator, instead of float ``torch.rand``). Of the (d x d) per node only the keep
+  decisions are stored for the backward, packed one bit per weight; scores are recomputed
+  chunk by chunk, so the working set stays in cache.
 - **Training with 0 < p < 1 on other devices:** the written-out attention with ``F.dropout``.
 - **Training with p = 1:** every attention weight is dropped, so the output is the
   out-projection bias, as with ``nn.MultiheadAttention``. The in- and out-projection weights
@@ -36,7 +36,8 @@ _MASK_LEVELS = 1 << _MASK_BITS
 # small enough to stay in a core's L2 cache between the passes over it (forward + backward
 # of one Baby block, 1 thread: 0.13 s at 1 MiB against 0.18 s at 4 MiB and 0.41 s at 64 MiB).
 _CHUNK_BYTES = 1 << 20
-# Weights per piece of the mask drawn at once (a multiple of the 4 per 64-bit draw).
+# Weights per piece of the mask drawn at once (a multiple of the 4 per 64-bit draw and of the
+# 8 per packed byte).
 _MASK_PIECE = 1 << 18
 
 
@@ -50,26 +51,37 @@ def keep_rate(p: float) -> float:
     return 1.0 - _drop_threshold(p) / _MASK_LEVELS
 
 
-def keep_mask(seed: int, shape: tuple[int, ...], p: float) -> Tensor:
-    """Bool mask of the weights that the CPU kernel keeps, for ``seed`` (CPU tensor).
+def _keep_bits(seed: int, n: int, p: float) -> np.ndarray:
+    """The keep decisions of ``n`` weights for ``seed``, packed 8 to a byte (``np.packbits``).
 
     Each weight gets 16 uniform random bits (raw PCG64 output, the cheapest source numpy
-    has: about 10x cheaper than ``torch.rand``) and is kept where they are >= t. The bits
-    are drawn and compared in pieces of ``_MASK_PIECE`` weights straight into the mask, the
-    same stream as one draw for all (a test checks it), so no full-size temporaries are made:
-    Baby's (7,050 x 64 x 64) mask takes 18 ms with at most 26 ms, against 22 ms with up to
-    0.4 s when the temporaries land on fresh pages.
+    has: about 10x cheaper than ``torch.rand``) and is kept where they are >= t. The bits are
+    drawn, compared and packed in pieces of ``_MASK_PIECE`` weights, the same stream as one
+    draw for all (a test checks it), so no full-size temporaries are made. Packed, the mask
+    the backward keeps is an eighth of a byte per weight: Baby's four (7,050 x 64 x 64)
+    masks hold 14 MB instead of 116 MB.
     """
-    n = math.prod(shape)
-    mask = torch.empty(n, dtype=torch.bool)
-    out = mask.numpy()
+    packed = np.empty(-(-n // 8), dtype=np.uint8)
     bits = np.random.PCG64(seed)
     threshold = _drop_threshold(p)
     for a in range(0, n, _MASK_PIECE):
         b = min(n, a + _MASK_PIECE)
         raw = bits.random_raw(-(-(b - a) // 4))  # 4 weights per 64-bit draw
-        np.greater_equal(raw.view(np.uint16)[:b - a], threshold, out=out[a:b])
-    return mask.view(shape)
+        packed[a // 8:-(-b // 8)] = np.packbits(raw.view(np.uint16)[:b - a] >= threshold)
+    return packed
+
+
+def _unpack(packed: np.ndarray, lo: int, hi: int) -> Tensor:
+    """Keep decisions ``lo:hi`` as a uint8 (0/1) tensor."""
+    start = lo // 8
+    out = np.unpackbits(packed[start:-(-hi // 8)], count=hi - start * 8)
+    return torch.from_numpy(out[lo - start * 8:])
+
+
+def keep_mask(seed: int, shape: tuple[int, ...], p: float) -> Tensor:
+    """Bool mask of the weights that the CPU kernel keeps, for ``seed`` (CPU tensor)."""
+    n = math.prod(shape)
+    return _unpack(_keep_bits(seed, n, p), 0, n).view(torch.bool).view(shape)
 
 
 def _row_max(q: Tensor, k: Tensor) -> Tensor:
@@ -89,6 +101,12 @@ def _rows_times(e: Tensor, x: Tensor) -> Tensor:
     return torch.bmm(x[:, None, :], e.transpose(1, 2))[:, 0]
 
 
+def _chunk_mask(keep: np.ndarray, a: int, b: int, d: int) -> Tensor:
+    """Nodes ``a:b``'s keep decisions as a (b - a, d, d) uint8 tensor (multiplying by uint8
+    is about 5x faster than by bool)."""
+    return _unpack(keep, a * d * d, b * d * d).view(b - a, d, d)
+
+
 class _DropoutAttention(torch.autograd.Function):
     """``o = dropout(softmax(q k^T)) v`` per node, for token size 1, in chunks of nodes.
 
@@ -99,15 +117,14 @@ class _DropoutAttention(torch.autograd.Function):
         g_q = g * ((P*K) (v*k) - o * (P k))
         g_k = v * (P*K)^T (q*g) - P^T (q*g*o)
 
-    so it needs only matrix-vector products with ``P`` and ``P*K``. Only the bool mask
-    (N, d, d) is kept for the backward; ``E`` is recomputed chunk by chunk.
+    so it needs only matrix-vector products with ``P`` and ``P*K``. Only the keep decisions
+    (N x d x d bits) are kept for the backward; ``E`` is recomputed chunk by chunk.
     """
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, p: float, seed: int) -> Tensor:
         n, d = q.shape
-        # As uint8: multiplying by it is about 5x faster than by a bool tensor.
-        keep = keep_mask(seed, (n, d, d), p).view(torch.uint8)
+        keep = _keep_bits(seed, n * d * d, p)
         scale = 1.0 / (1.0 - p)
         m = _row_max(q, k)
         z = torch.empty_like(q)
@@ -117,16 +134,18 @@ class _DropoutAttention(torch.autograd.Function):
             b = min(n, a + rows)
             e = _scores_exp(q[a:b], k[a:b], m[a:b])
             z[a:b] = e.sum(dim=2)
-            e.mul_(keep[a:b])
+            e.mul_(_chunk_mask(keep, a, b, d))
             o[a:b] = _rows_times(e, v[a:b])
         o.mul_(scale).div_(z)
-        ctx.save_for_backward(q, k, v, m, z, o, keep)
+        ctx.save_for_backward(q, k, v, m, z, o)
+        ctx.keep = keep
         ctx.scale = scale
         return o
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        q, k, v, m, z, o, keep = ctx.saved_tensors
+        q, k, v, m, z, o = ctx.saved_tensors
+        keep = ctx.keep
         n, d = q.shape
         scale = ctx.scale
         g = g.contiguous()
@@ -145,7 +164,7 @@ class _DropoutAttention(torch.autograd.Function):
             e = _scores_exp(q[a:b], k[a:b], m[a:b])
             pk[a:b] = _rows_times(e, k[a:b])
             pt_qgo[a:b] = torch.bmm(right_p[a:b, None, :], e)[:, 0]
-            e.mul_(keep[a:b])
+            e.mul_(_chunk_mask(keep, a, b, d))
             pdvk[a:b] = _rows_times(e, vk[a:b])
             pdt[a:b] = torch.bmm(right_pk[a:b], e)
         pk.mul_(inv_z)
