@@ -46,6 +46,7 @@ from rearm_dgl.models.base import (
     xavier_linear,
 )
 from rearm_dgl.models.normalize import l2_normalize
+from rearm_dgl.models.prelu_linear import prelu_linear
 from rearm_dgl.models.projection import table_projection
 
 if TYPE_CHECKING:
@@ -176,15 +177,18 @@ class _CrossEntropyOfDots(torch.autograd.Function):
         diagonal = logits.diagonal().clone()
         if keep is not None:
             logits.masked_fill_(~keep[None, :], float("-inf"))
-        lse = torch.logsumexp(logits, dim=1)
-        per_row = lse - diagonal
+        # The log-sum-exp and the softmax from one exp pass, in the logits' own buffer.
+        top = logits.amax(dim=1, keepdim=True)  # every row has a kept column: finite
+        probs = logits.sub_(top).exp_()
+        total = probs.sum(dim=1, keepdim=True)
+        probs.div_(total)
+        per_row = (total.log_() + top)[:, 0] - diagonal
         if keep is None:
             weight = None
             loss = per_row.mean()
         else:
             weight = keep.to(a.dtype) / keep.sum()
             loss = (per_row * weight).sum()  # rows not kept have weight 0
-        probs = logits.sub_(lse[:, None]).exp_()
         ctx.save_for_backward(probs, a, b, weight)
         ctx.spent = False
         return loss
@@ -242,7 +246,7 @@ class _LowRankMLP(nn.Module):
         self.outer = nn.Linear(d * rank, d * rank)
 
     def forward(self, z: Tensor) -> Tensor:
-        return l2_normalize(self.outer(self.act(self.inner(z))))
+        return l2_normalize(prelu_linear(self.inner(z), self.act, self.outer))
 
 
 @dataclass
