@@ -4,7 +4,8 @@ Autograd keeps both ``h`` (for PReLU's backward) and ``prelu(h)`` (for the linea
 weight gradient). :func:`prelu_linear` keeps ``h`` alone and recomputes ``prelu(h)`` in the
 backward, one element-wise pass. REARM's four meta-network MLPs each hold one (n, d r)
 tensor fewer: 39 MB at Baby size (19,445 users and 7,050 items, d r = 192), held at the
-batch's memory peak. Values and gradients equal the two modules' (a test checks them).
+batch's memory peak. Values and gradients equal the two modules' (a test checks them); on
+Baby's users, 2 threads, forward and backward take 32.5 ms against 35.8 ms for the modules.
 """
 
 from __future__ import annotations
@@ -34,13 +35,12 @@ class _PReLULinear(torch.autograd.Function):
         grad_b = g2.sum(0) if need_b and ctx.has_bias else None
         grad_h = grad_alpha = None
         if need_h or need_alpha:
-            grad_a = g @ weight
-            negative = h <= 0
-            if need_alpha:  # d prelu / d alpha = min(h, 0)
-                grad_alpha = (grad_a * h).masked_fill_(~negative, 0.0).sum().reshape(alpha.shape)
-            if need_h:  # d prelu / d h = 1 where h > 0, else alpha
-                grad_h = grad_a.mul_(torch.where(negative, alpha, 1.0))
-        return grad_h, grad_alpha, grad_w, grad_b
+            # PReLU's own fused backward kernel (the one autograd calls for F.prelu): both
+            # gradients in one pass; its alpha gradient is per element, summed here.
+            grad_h, grad_alpha = torch.ops.aten._prelu_kernel_backward(
+                g @ weight, h, alpha.view([1] * h.dim()))
+            grad_alpha = grad_alpha.sum().reshape(alpha.shape) if need_alpha else None
+        return grad_h if need_h else None, grad_alpha, grad_w, grad_b
 
 
 def prelu_linear(h: Tensor, act: nn.PReLU, linear: nn.Linear) -> Tensor:
