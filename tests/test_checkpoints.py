@@ -31,6 +31,18 @@ def checkpoint_files(run_dir) -> set[str]:
     return {p.name for p in run_dir.iterdir() if p.suffix == ".pt"}
 
 
+def interrupted_run(cfg, runs_dir, data, at_epoch: int):
+    """Train ``cfg`` until a KeyboardInterrupt after epoch ``at_epoch``; the run folder."""
+    def stop(epoch, valid):
+        if epoch == at_epoch:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, runs_dir=runs_dir, data=data, callbacks=[stop], quiet=True)
+    (run_dir,) = runs_dir.glob("*/*/*")
+    return run_dir
+
+
 class FakeClock:
     """Wall time for the checkpoint interval: one minute per epoch, advanced by a callback."""
 
@@ -262,14 +274,7 @@ def test_a_run_checkpointed_by_the_previous_format_still_resumes(tiny_data, tmp_
     # Format 2 kept the best weights only in checkpoint_best.pt, written on each improvement.
     cfg = mf_config(tiny_data.source, "train.checkpoint_minutes=0", "train.epochs=8")
     full = fit(cfg, runs_dir=tmp_path / "full", data=tiny_data, quiet=True)
-
-    def stop(epoch, valid):
-        if epoch == 6:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, runs_dir=tmp_path / "cut", data=tiny_data, callbacks=[stop], quiet=True)
-    (run_dir,) = (tmp_path / "cut").glob("*/*/*")
+    run_dir = interrupted_run(cfg, tmp_path / "cut", tiny_data, 6)
     last = checkpoints.load_checkpoint(run_dir / "checkpoint_last.pt")
     best = last.pop("best_model")
     assert best is not None  # epoch 6 is not the best (4 is): the old best file is needed
@@ -304,14 +309,7 @@ def test_resume_with_every_parameter_stepped_in_the_backward_matches(
     torch.set_num_threads(1)  # one thread: bit-for-bit repeatable
     try:
         full = fit(cfg, runs_dir=tmp_path / "full", data=tiny_data, quiet=True)
-
-        def kill(epoch, valid):
-            if epoch == 2:
-                raise KeyboardInterrupt
-
-        with pytest.raises(KeyboardInterrupt):
-            fit(cfg, runs_dir=tmp_path / "cut", data=tiny_data, callbacks=[kill], quiet=True)
-        (run_dir,) = (tmp_path / "cut").glob("*/*/*")
+        run_dir = interrupted_run(cfg, tmp_path / "cut", tiny_data, 2)
         resumed = fit(resume=run_dir, data=tiny_data, quiet=True)
     finally:
         torch.set_num_threads(before)
