@@ -138,7 +138,7 @@ def main() -> None:
     print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{rows[0]['threads'] if rows else '?'} threads\n")
     print("| model | dataset | batches | s / epoch | median s / batch | s / evaluation |"
-          " peak RSS GB | parameters |")
+          " peak RSS GiB | parameters |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         median = r.get("median_batch_s", r["s_per_batch"])
