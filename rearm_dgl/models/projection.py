@@ -35,11 +35,11 @@ class _TableProjection(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad
         grad_w = grad.t() @ x if need_w else None  # (d, F), the weight's own layout
         grad_b = grad.sum(0) if need_b and ctx.has_bias else None
-        # After grad_w, which reads x before its update.
-        if need_x and step_by_rows(x, lambda a, b, out: torch.mm(grad[a:b], weight, out=out)):
-            grad_x = None
-        else:
-            grad_x = grad @ weight if need_x else None  # (n, F)
+        grad_x = None
+        # After grad_w, which reads x before its update; None when x was stepped by rows.
+        if need_x and not step_by_rows(x, lambda a, b, out: torch.mm(grad[a:b], weight,
+                                                                      out=out)):
+            grad_x = grad @ weight  # (n, F)
         return grad_x, grad_w, grad_b
 
 
