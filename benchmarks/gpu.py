@@ -98,7 +98,7 @@ def _time_dataset(path: str, name: str, device_name: str, epochs: int, quick: bo
     cfg = build_config("rearm", path)
     data = load_dataset(cfg.data)
     graph = load_or_build_graph(data, cfg.graph)
-    model, opt, sampler = training_parts(cfg, data, graph, device)
+    model, opt, sampler, data = training_parts(cfg, data, graph, device)
     max_batches = 2 if quick else None
 
     epoch_s, startup_s, n_batches = [], None, 0

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     mark("dataset")
     graph = load_or_build_graph(data, cfg.graph)
     mark("graph")
-    model, opt, sampler = training_parts(cfg, data, graph, device)
+    model, opt, sampler, data = training_parts(cfg, data, graph, device)
     sync()
     mark("model on device")
 

@@ -126,8 +126,8 @@ def run(name: str, out_root: Path, source_root: str, max_batches: int | None,
     data = load_dataset(cfg.data)
     graph = load_or_build_graph(data, cfg.graph)
     device = torch.device("cpu")
-    model, opt, sampler = training_parts(cfg, data, graph, device,
-                                         step_large_in_backward=not plain_step)
+    model, opt, sampler, data = training_parts(cfg, data, graph, device,
+                                               step_large_in_backward=not plain_step)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{data.name}: {data.n_users} users, {data.n_items} items, "
           f"{data.train.shape[1]} train pairs, {n_params / 1e6:.1f} M parameters")

@@ -176,6 +176,19 @@ def test_demo_deterministic_and_fast():
     assert syn.DemoParams(seed=1).fingerprint() != syn.DemoParams().fingerprint()
 
 
+def test_without_features_keeps_everything_but_the_feature_arrays():
+    d = load_demo()
+    csr = d.train_csr  # computed before: carried over, not recomputed
+    lean = d.without_features()
+    assert lean.image_feat is None and lean.text_feat is None and not lean.has_features
+    assert d.image_feat is not None  # the original is unchanged
+    assert lean.train_csr is csr
+    for f in ("name", "source", "n_users", "n_items", "train", "valid", "test",
+              "features_note", "fingerprint", "cache_dir"):
+        assert getattr(lean, f) is getattr(d, f)
+    assert (lean.known_csr != d.known_csr).nnz == 0  # not computed before: computed alike
+
+
 def test_demo_split_invariants():
     d = syn.generate()
     assert d.n_users == syn.N_USERS and 0.95 * syn.N_ITEMS <= d.n_items <= syn.N_ITEMS

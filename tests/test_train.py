@@ -177,6 +177,21 @@ def test_nan_loss_stops_and_keeps_the_best_result(tiny_data, tmp_path, monkeypat
 # Determinism and resume
 
 
+def test_training_parts_hands_back_the_dataset_without_features():
+    # fit keeps only the returned dataset, so the features' memory goes once the model
+    # holds its own copy.
+    from rearm_dgl.data import load_demo
+    from rearm_dgl.graphs import load_or_build_graph
+
+    demo = load_demo()
+    cfg = build_config("rearm", "demo")
+    model, _, _, data = train_mod.training_parts(
+        cfg, demo, load_or_build_graph(demo, cfg.graph), torch.device("cpu"))
+    assert demo.image_feat is not None and data.image_feat is None
+    assert data.train is demo.train and data.fingerprint == demo.fingerprint
+    torch.testing.assert_close(model.item_image.detach(), torch.from_numpy(demo.image_feat))
+
+
 def test_same_seed_gives_identical_metrics(tiny_data, tmp_path):
     cfg = mf_config(tiny_data.source, "train.epochs=2")
     a = fit(cfg, runs_dir=tmp_path, data=tiny_data, quiet=True)
