@@ -191,3 +191,22 @@ def test_cpu_product_ignores_whatever_its_result_held():
     torch.addmm(garbage, a, x, beta=0, out=garbage)
     torch.testing.assert_close(garbage, dense @ x)
     torch.testing.assert_close(_spmm(a, x), dense @ x)
+
+
+def test_relation_matrices_are_compact_with_32_bit_indices():
+    # Two relations over the same (src, dst) pair share entries, so the summed matrix has
+    # fewer entries than edges: its CSR must not keep the edges' storage alive.
+    g = _random_graph(3)
+    op = Propagation(g, [(S.USER_CO, 0.3), (S.USER_INTEREST_IMAGE, 0.7)], backend="sparse")
+    a, a_t = op._pairs[(S.USER, S.USER)]
+    edges = g.num_edges(S.USER_CO) + g.num_edges(S.USER_INTEREST_IMAGE)
+    assert a._nnz() < edges
+    for m in (a, a_t):
+        assert m.crow_indices().dtype == m.col_indices().dtype == torch.int32
+        assert m.col_indices().untyped_storage().nbytes() == 4 * m._nnz()
+        assert m.values().untyped_storage().nbytes() == 4 * m._nnz()
+    wide = torch.sparse_csr_tensor(a.crow_indices().long(), a.col_indices().long(), a.values(),
+                                   a.shape, check_invariants=True)
+    x = torch.randn(N_USERS, 3)
+    assert torch.equal(_spmm(a, x), _spmm(wide, x))
+    torch.testing.assert_close(a_t.to_dense(), a.to_dense().T)

@@ -49,6 +49,25 @@ def _spmm(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.addmm(out, a, x, beta=0, out=out)
 
 
+def _compact_csr(a: torch.Tensor) -> torch.Tensor:
+    """A coalesced COO matrix as CSR in its own storage, with 32-bit indices where they fit.
+
+    ``to_sparse_csr`` returns column indices and values that are views of the COO tensors,
+    whose storage still holds every edge before duplicates were summed (Baby's user
+    homography: 2.3 M edges for 1.7 M entries), with 64-bit indices. Copying them out and
+    narrowing the indices to int32 takes that matrix and its transpose from 77 to 26 MiB.
+    The products are the same to the bit and no slower (MKL and cuSPARSE take both widths).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        csr = a.to_sparse_csr()
+        index = torch.int32 if max(csr._nnz(), *csr.shape) < 2**31 - 1 else torch.int64
+        return torch.sparse_csr_tensor(
+            csr.crow_indices().to(index, copy=True), csr.col_indices().to(index, copy=True),
+            csr.values().clone(memory_format=torch.contiguous_format), csr.shape,
+            check_invariants=False)  # copied from a valid CSR
+
+
 class _CSRMatMul(torch.autograd.Function):
     """``A @ x`` for a constant CSR matrix ``A``; the backward uses the stored ``A^T``."""
 
@@ -161,9 +180,7 @@ class Propagation:
             a = torch.sparse_coo_tensor(
                 torch.stack([rows, cols]), vals, shape, check_invariants=False
             ).coalesce()
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-                self._pairs[(s, d)] = (a.to_sparse_csr(), a.t().coalesce().to_sparse_csr())
+            self._pairs[(s, d)] = (_compact_csr(a), _compact_csr(a.t().coalesce()))
         self._sparse_cache: dict[tuple[torch.device, torch.dtype], dict] = {}
 
     def __repr__(self) -> str:
