@@ -91,14 +91,25 @@ def _row_max(q: Tensor, k: Tensor) -> Tensor:
     return torch.where(q >= 0, q * kmax, q * kmin)
 
 
-def _scores_exp(q: Tensor, k: Tensor, m: Tensor) -> Tensor:
-    """exp(q_i k_j - m_i) for a chunk of nodes: (c, d, d)."""
-    return torch.baddbmm(-m[:, :, None], q[:, :, None], k[:, None, :]).exp_()
+def _score_factors(q: Tensor, k: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+    """``(N, d, 2)`` rows ``[q_i, -m_i]`` and ``(N, 2, d)`` columns ``[k_j; 1]``.
+
+    Their product is ``q_i k_j - m_i``: one batched product with an inner size of 2 makes the
+    shifted scores, where ``baddbmm(-m, q, k)`` first copies the broadcast shift into the
+    whole (c, d, d) result (Baby, one block's scores and exp, 2 threads: 4.9 against 7.0 ms).
+    """
+    return torch.stack([q, -m], dim=2), torch.stack([k, torch.ones_like(k)], dim=1)
 
 
-def _rows_times(e: Tensor, x: Tensor) -> Tensor:
-    """sum_j e[n, i, j] x[n, j] -> (c, d). (A row-vector bmm against e^T: the fast layout.)"""
-    return torch.bmm(x[:, None, :], e.transpose(1, 2))[:, 0]
+def _scores_exp(rows: Tensor, cols: Tensor) -> Tensor:
+    """exp(q_i k_j - m_i) for a chunk of nodes, from :func:`_score_factors`: (c, d, d)."""
+    return torch.bmm(rows, cols).exp_()
+
+
+def _rows_times(e: Tensor, x: Tensor, out: Tensor) -> None:
+    """``out[n, i] = sum_j e[n, i, j] x[n, j]``: (c, d). (A row-vector bmm against e^T: the
+    fast layout.) ``out`` is a block of rows of a contiguous tensor, written in place."""
+    torch.bmm(x[:, None, :], e.transpose(1, 2), out=out[:, None, :])
 
 
 def _chunk_mask(keep: np.ndarray, a: int, b: int, d: int) -> Tensor:
@@ -127,15 +138,16 @@ class _DropoutAttention(torch.autograd.Function):
         keep = _keep_bits(seed, n * d * d, p)
         scale = 1.0 / (1.0 - p)
         m = _row_max(q, k)
+        qm, k1 = _score_factors(q, k, m)
         z = torch.empty_like(q)
         o = torch.empty_like(q)
         rows = max(1, _CHUNK_BYTES // (4 * d * d))
         for a in range(0, n, rows):
             b = min(n, a + rows)
-            e = _scores_exp(q[a:b], k[a:b], m[a:b])
-            z[a:b] = e.sum(dim=2)
+            e = _scores_exp(qm[a:b], k1[a:b])
+            torch.sum(e, dim=2, out=z[a:b])
             e.mul_(_chunk_mask(keep, a, b, d))
-            o[a:b] = _rows_times(e, v[a:b])
+            _rows_times(e, v[a:b], o[a:b])
         o.mul_(scale).div_(z)
         ctx.save_for_backward(q, k, v, m, z, o)
         ctx.keep = keep
@@ -158,15 +170,16 @@ class _DropoutAttention(torch.autograd.Function):
         pt_qgo = torch.empty_like(q)                                   # P^T (q g o)
         pdvk = torch.empty_like(q)                                     # (P*K) (v k), unscaled
         pdt = torch.empty(n, 2, d, dtype=q.dtype, device=q.device)    # (P*K)^T [g, q g]
+        qm, k1 = _score_factors(q, k, m)
         rows = max(1, _CHUNK_BYTES // (4 * d * d))
         for a in range(0, n, rows):
             b = min(n, a + rows)
-            e = _scores_exp(q[a:b], k[a:b], m[a:b])
-            pk[a:b] = _rows_times(e, k[a:b])
-            pt_qgo[a:b] = torch.bmm(right_p[a:b, None, :], e)[:, 0]
+            e = _scores_exp(qm[a:b], k1[a:b])
+            _rows_times(e, k[a:b], pk[a:b])
+            torch.bmm(right_p[a:b, None, :], e, out=pt_qgo[a:b, None, :])
             e.mul_(_chunk_mask(keep, a, b, d))
-            pdvk[a:b] = _rows_times(e, vk[a:b])
-            pdt[a:b] = torch.bmm(right_pk[a:b], e)
+            _rows_times(e, vk[a:b], pdvk[a:b])
+            torch.bmm(right_pk[a:b], e, out=pdt[a:b])
         pk.mul_(inv_z)
         pdvk.mul_(inv_z).mul_(scale)
         grad_q = g * (pdvk - o * pk)
