@@ -431,17 +431,22 @@ class REARM(Recommender):
             out = self.inter_prop({USER: torch.cat([uv, ut, e_u], dim=1),
                                    ITEM: torch.cat([t2v, v2t, e_i], dim=1)},
                                   p.n_layers, "mean")
-            feat = {nt: x[:, :2 * d] for nt, x in out.items()}  # F (n, 2d)
-            ids = {nt: x[:, 2 * d:] for nt, x in out.items()}   # H (n, d)
+            # F (n, 2d) and H (n, d) split, not sliced: the backward joins the pieces'
+            # gradients in one pass, where each slice would fill a zero tensor of the whole
+            # width and the two would then be added.
+            feat, ids = {}, {}
+            for nt, x in out.items():
+                feat[nt], ids[nt] = x.split([2 * d, d], dim=1)
         with record_function("rearm.meta"):
             rep = {}
             for nt, meta, mlp1, mlp2 in ((USER, self.meta_u, self.mlp_u1, self.mlp_u2),
                                          (ITEM, self.meta_i, self.mlp_i1, self.mlp_i2)):
                 h = ids[nt]
+                f_v, f_t = feat[nt].split(d, dim=1)
                 third = self.act(self._share(meta, mlp1, mlp2, feat[nt], h)) + h if p.use_share \
                     else h
-                rep[nt] = torch.cat([self.act(feat[nt][:, :d]) + h,
-                                     self.act(feat[nt][:, d:]) + h, third], dim=1)  # (n, 3d)
+                rep[nt] = torch.cat([self.act(f_v) + h, self.act(f_t) + h, third],
+                                    dim=1)  # (n, 3d)
         return _Forward(feat, ids, rep)
 
     # -- contract ----------------------------------------------------------------------------
