@@ -220,6 +220,41 @@ def test_cli_run_with_two_jobs(tmp_path):
     assert "ran 0, already done 2" in result.output
 
 
+def test_a_worker_waiting_on_a_held_cell_says_so_then_runs_it(tmp_path, monkeypatch):
+    # A holder that is alive is never taken over, however long it takes; the waiting worker
+    # says what it waits for, so a stuck holder shows itself.
+    from rearm_dgl.experiments import run as run_mod
+
+    data = write_tiny_dataset(tmp_path / "tiny")
+    f = write_exp(tmp_path / "w.yaml", name="w", models=["mf"], datasets=[str(data)],
+                  seeds=[1], set={**FAST, "train.epochs": 1}, runs_dir=str(tmp_path / "runs"))
+    exp = load_experiment(f)
+    (cell,) = exp.cells()
+    held = LocalStore(exp).claim(cell)  # another process's claim, as far as the worker sees
+    assert held is not None
+    monkeypatch.setattr(LocalStore, "poll_seconds", 0.01)
+    monkeypatch.setattr(run_mod, "WAIT_REPORT_SECONDS", 0.0)
+    lines, sleeps = [], []
+
+    def echo(line):
+        lines.append(line)
+        if sum(x.startswith("waiting") for x in lines) == 3:
+            held.release()  # the holder finishes without a result: the worker runs the cell
+
+    def sleep(seconds):  # the worker's poll; a bound on the wait should the lines never come
+        sleeps.append(seconds)
+        if len(sleeps) == 50:
+            held.release()
+
+    monkeypatch.setattr(run_mod.time, "sleep", sleep)
+    summary = run_experiment(f, echo=echo)
+    waiting = [x for x in lines if x.startswith("waiting")]
+    assert len(waiting) == 3
+    assert waiting[0] == (f"waiting 0 min for 1 cell that other workers hold: {cell.key} "
+                          "(held by a live process)")
+    assert len(summary.ran) == 1 and not summary.busy
+
+
 def test_shipped_experiment_files_resolve_from_any_folder(tmp_path, monkeypatch):
     from rearm_dgl.cli import main
     from rearm_dgl.studies import FOLDER

@@ -36,6 +36,9 @@ from rearm_dgl.experiments.store import open_store
 from rearm_dgl.io_utils import atomic_write_json, read_json
 from rearm_dgl.tracking import config_fingerprint
 
+#: While a worker only waits for cells that others hold, it says so this often (seconds).
+WAIT_REPORT_SECONDS = 600.0
+
 
 @dataclass
 class RunSummary:
@@ -178,7 +181,10 @@ def run_cells(exp: Experiment, store: Any, cells: Sequence[Cell], data_fps: dict
         jobs: Workers sharing the cells, for the time-left estimate.
 
     Cells that other workers hold are tried again every ``store.poll_seconds`` until they
-    are done (or this worker took over a dead worker's claim and ran them).
+    are done (or this worker took over a dead worker's claim and ran them). While it only
+    waits, the worker says which cells and who holds them, at once and then every
+    :data:`WAIT_REPORT_SECONDS`: a holder that is alive but stuck is never taken over, so
+    the line is how a stuck run shows itself.
 
     Returns:
         ``{cell: (state, message)}`` for the cells this worker ran.
@@ -187,6 +193,7 @@ def run_cells(exp: Experiment, store: Any, cells: Sequence[Cell], data_fps: dict
     durations: list[float] = []
     datasets: dict[str, Any] = {}
     pending = list(cells)
+    waiting_since = reported = None
     while pending:
         busy = []
         for cell in pending:
@@ -227,9 +234,26 @@ def run_cells(exp: Experiment, store: Any, cells: Sequence[Cell], data_fps: dict
         # Cells other workers hold: wait for them to finish, or for a dead worker's claim to
         # expire and take the cell over.
         pending = busy
-        if pending:
-            time.sleep(store.poll_seconds)
+        if not pending:
+            break
+        now = time.monotonic()
+        if waiting_since is None:
+            waiting_since = now
+        if reported is None or now - reported >= WAIT_REPORT_SECONDS:
+            echo(_waiting_line(store, pending, now - waiting_since))
+            reported = now
+        time.sleep(store.poll_seconds)
     return outcomes
+
+
+def _waiting_line(store: Any, cells: Sequence[Cell], waited: float, shown: int = 5) -> str:
+    """``waiting 12 min for 2 cells that other workers hold: key (holder), ...``."""
+    held = ", ".join(f"{c.key} ({store.running(c) or 'holder not found yet'})"
+                     for c in cells[:shown])
+    more = f" and {len(cells) - shown} more" if len(cells) > shown else ""
+    noun = "cell" if len(cells) == 1 else "cells"
+    return (f"waiting {waited / 60:.0f} min for {len(cells)} {noun} that other workers "
+            f"hold: {held}{more}")
 
 
 def _end_line(exp: Experiment, cell: Cell, state: str, msg: str, took: float,
