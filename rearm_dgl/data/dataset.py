@@ -59,8 +59,8 @@ class Interactions:
         shared, the derived matrices already computed included.
         """
         lean = dataclasses.replace(self, image_feat=None, text_feat=None)
-        for name in ("train_csr", "known_csr", "user_degree", "item_degree"):
-            if name in self.__dict__:  # computed cached_property values
+        for name, attr in vars(type(self)).items():  # the cached_property values computed
+            if isinstance(attr, cached_property) and name in self.__dict__:
                 lean.__dict__[name] = self.__dict__[name]
         return lean
 
